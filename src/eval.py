@@ -1,0 +1,15 @@
+"""Score a checkpoint on its run's test split: ``python src/eval.py ckpt_path=<file>``."""
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    from mobilenet_lab.evaluation import evaluate  # imported here so --help and --cfg stay fast
+
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

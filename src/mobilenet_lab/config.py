@@ -1,0 +1,110 @@
+"""Checks a composed config before any run folder exists, and rebuilds a run's config for eval.
+
+Everything here raises ``ConfigError`` with a one-line message naming the key, the bad value
+and what would be valid; the Hydra callback in ``hydra_callbacks`` turns it into an exit code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from mobilenet_lab.callbacks import RUN_CONFIG_KEY
+from mobilenet_lab.checks import ConfigError
+
+RESTORED_GROUPS = ("model", "data")
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    """What ``src/train.py`` needs before it may create a run folder."""
+    check_model_and_data(cfg)
+
+
+def check_eval_config(cfg: DictConfig) -> None:
+    """What ``src/eval.py`` needs: a readable checkpoint, and its run's config still valid."""
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    merged, _ = restore_run_config(
+        cfg, checkpoint, cfg.hydra.overrides.task, dict(cfg.hydra.runtime.choices)
+    )
+    check_model_and_data(merged)
+
+
+def check_model_and_data(cfg: DictConfig) -> None:
+    """Builds the network and data module once, so bad values fail here and not mid-run."""
+    net = _instantiate_or_explain(cfg, "model")
+    _instantiate_or_explain(cfg, "data")
+    min_size = getattr(net, "min_input_size", 1)
+    image_size = cfg.data.image_size
+    if image_size < min_size:
+        raise ConfigError(
+            f"data.image_size={image_size} is too small for this network: it downsamples "
+            f"{min_size}x, so use data.image_size >= {min_size}"
+        )
+
+
+def _instantiate_or_explain(cfg: DictConfig, key: str) -> Any:
+    try:
+        return instantiate(cfg[key])
+    except InstantiationException as error:
+        cause = error.__cause__ if isinstance(error.__cause__, ValueError | TypeError) else error
+        raise ConfigError(f"{key}.{cause}") from error
+
+
+def load_checkpoint(ckpt_path: str | None) -> dict[str, Any]:
+    """Reads a checkpoint written by ``src/train.py`` (tensors and plain data only)."""
+    example = "e.g. ckpt_path=logs/train/runs/<time>/checkpoints/best.ckpt"
+    if not ckpt_path:
+        raise ConfigError(f"ckpt_path is not set: give the checkpoint to score, {example}")
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path!r} does not exist: {example}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a file that is not a checkpoint
+        reason = str(error).splitlines()[0][:200]
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r} is not a PyTorch checkpoint ({reason}): {example}"
+        ) from error
+    if not isinstance(checkpoint, dict) or RUN_CONFIG_KEY not in checkpoint:
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r} is a PyTorch file but not a checkpoint written by "
+            f"src/train.py (it has no run config inside): {example}"
+        )
+    return checkpoint
+
+
+def restore_run_config(
+    cfg: DictConfig,
+    checkpoint: dict[str, Any],
+    overrides: Sequence[str],
+    choices: dict[str, str],
+) -> tuple[DictConfig, dict[str, str]]:
+    """The eval config with the run's ``model`` and ``data``, then the user's own overrides.
+
+    A group the user chose again (``data=...``) is taken whole from ``cfg``; a key the user set
+    (``data.batch_size=...``) is copied from ``cfg`` onto the saved group. Returns the config
+    and the group choices (model and data names) it stands for.
+    """
+    run = checkpoint[RUN_CONFIG_KEY]
+    saved = OmegaConf.create(run["config"])
+    restored_choices = {**choices, **{g: run["choices"][g] for g in RESTORED_GROUPS}}
+    merged = cfg.copy()
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    keys = [override.key_or_group for override in parsed]
+    for group in RESTORED_GROUPS:
+        if group in keys:
+            restored_choices[group] = choices[group]
+            continue
+        with open_dict(merged):
+            merged[group] = saved[group]
+        for key in keys:
+            if key.startswith(f"{group}."):
+                OmegaConf.update(merged, key, OmegaConf.select(cfg, key), force_add=True)
+    return merged, restored_choices

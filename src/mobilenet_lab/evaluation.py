@@ -1,0 +1,49 @@
+"""Scores a checkpoint on the test split with the model and data config of its own run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import rich
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from mobilenet_lab.config import load_checkpoint, restore_run_config
+from mobilenet_lab.run_files import print_config_tree, scalar_metrics, write_json_atomic
+from mobilenet_lab.trainer import build_trainer
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Tests ``cfg.ckpt_path``; prints the metrics and writes them to ``metrics.json``."""
+    started = time.time()
+    hydra_cfg = HydraConfig.get()
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    cfg, choices = restore_run_config(
+        cfg, checkpoint, hydra_cfg.overrides.task, dict(hydra_cfg.runtime.choices)
+    )
+    output_dir = Path(cfg.paths.output_dir)
+    print_config_tree(cfg, save_to=output_dir / "config_tree.log")
+
+    datamodule = instantiate(cfg.data)
+    module = instantiate(cfg.module, net=instantiate(cfg.model))
+    module.load_state_dict(checkpoint["state_dict"])
+    trainer = build_trainer(cfg)
+    test_metrics = scalar_metrics(trainer.test(module, datamodule=datamodule)[0], ["test/"])
+    report = {
+        "task": cfg.task_name,
+        "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
+        "model": choices.get("model"),
+        "data": choices.get("data"),
+        "alpha": cfg.model.get("alpha"),
+        "image_size": cfg.data.image_size,
+        "test": test_metrics,
+        "wall_time_s": round(time.time() - started, 3),
+        "overrides": list(hydra_cfg.overrides.task),
+    }
+    if trainer.is_global_zero:
+        write_json_atomic(output_dir / "metrics.json", report)
+        rich.print(report)
+    return report

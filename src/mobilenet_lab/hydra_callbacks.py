@@ -1,0 +1,52 @@
+"""Hydra callbacks: check every job's config before any run folder exists; summarise sweeps."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra import compose
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from hydra.utils import get_method
+from omegaconf import DictConfig
+
+from mobilenet_lab.checks import ConfigError
+
+
+class ValidateConfig(Callback):
+    """Runs ``check`` on the composed config (on each job's config in a multirun) before Hydra
+    creates a folder; a ``ConfigError`` becomes one line on stderr and exit status 2."""
+
+    def __init__(self, check: str) -> None:
+        self.check: Callable[[DictConfig], None] = get_method(check)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _exit_on_config_error(self.check, config)
+
+    def on_multirun_start(self, config: DictConfig, config_name: str, **kwargs: Any) -> None:
+        parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+        for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None):
+            for job_overrides in batch:
+                job = compose(config_name, overrides=job_overrides, return_hydra_config=True)
+                _exit_on_config_error(self.check, job)
+
+
+class SummariseSweep(Callback):
+    """After a multirun, gathers every job's ``metrics.json`` into ``summary.csv`` and a table."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from mobilenet_lab.summary import print_summary, summarise_sweep
+
+        print_summary(summarise_sweep(Path(config.hydra.sweep.dir)))
+
+
+def _exit_on_config_error(check: Callable[[DictConfig], None], config: DictConfig) -> None:
+    try:
+        check(config)
+    except ConfigError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        sys.exit(2)

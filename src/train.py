@@ -1,0 +1,15 @@
+"""Train and test a model: ``python src/train.py [group=option ...] [key=value ...]``."""
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    from mobilenet_lab.training import train  # imported here so --help and --cfg stay fast
+
+    return train(cfg)["val"].get(cfg.optimized_metric, float("nan"))
+
+
+if __name__ == "__main__":
+    main()

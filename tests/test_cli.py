@@ -1,0 +1,97 @@
+"""The README's commands, run as a user runs them, with tiny limits; and bad input at the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+TINY = ["debug=limit", "trainer.enable_progress_bar=false", "~callbacks.model_summary"]
+
+
+def runs(log_dir: Path, task: str = "train") -> list[Path]:
+    return sorted((log_dir / task / "runs").glob("*"))
+
+
+def test_train_then_eval(tmp_path: Path) -> None:
+    result = run_cli("src/train.py", "model=mobilenet_v1", "model.alpha=0.75", *TINY,
+                     f"paths.log_dir={tmp_path}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "CONFIG" in result.stdout and "test/acc" in result.stdout
+    (run_dir,) = runs(tmp_path)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["alpha"] == 0.75 and metrics["overrides"][:2] == [
+        "model=mobilenet_v1",
+        "model.alpha=0.75",
+    ]
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    result = run_cli("src/eval.py", f"ckpt_path={ckpt}", "trainer.limit_test_batches=2",
+                     "trainer.enable_progress_bar=false", f"paths.log_dir={tmp_path}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (eval_dir,) = runs(tmp_path, "eval")
+    scored = json.loads((eval_dir / "metrics.json").read_text())
+    assert scored["alpha"] == 0.75 and scored["test"] == pytest.approx(metrics["test"], abs=1e-6)
+
+
+def test_multirun_grid_keeps_one_folder_per_job_and_a_summary(tmp_path: Path) -> None:
+    result = run_cli("src/train.py", "-m", "model.alpha=0.25,0.5", "data.image_size=32,64", *TINY,
+                     "trainer.max_epochs=1", f"paths.log_dir={tmp_path}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep_dir,) = (tmp_path / "train" / "multiruns").glob("*")
+    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name != ".hydra")
+    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    grid = {(m["alpha"], m["image_size"]) for m in
+            (json.loads((job / "metrics.json").read_text()) for job in jobs)}  # fmt: skip
+    assert grid == {(0.25, 32), (0.25, 64), (0.5, 32), (0.5, 64)}
+    with open(sweep_dir / "summary.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["job"] for row in rows] == ["0", "1", "2", "3"]
+    assert all(0 <= float(row["test/acc"]) <= 1 for row in rows)
+    assert "multirun summary" in result.stdout
+
+
+BAD_INPUT = [
+    (["model.alpha=0"], "model.alpha=0 is not a valid width multiplier"),
+    (["model.alpha=-1"], "model.alpha=-1 is not a valid width multiplier"),
+    (["model.alpha=abc"], "model.alpha='abc' is not a valid width multiplier"),
+    (["model=mobilenet_v9"], "Could not find 'model/mobilenet_v9'"),
+    (["data.image_size=8"], "data.image_size=8 is too small"),
+    (["model.act=gelu"], "model.act='gelu' is not valid"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_INPUT)
+def test_bad_train_input_fails_cleanly_and_creates_nothing(
+    tmp_path: Path, overrides: list[str], message: str
+) -> None:
+    result = run_cli("src/train.py", *overrides, f"paths.log_dir={tmp_path}")
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert len(result.stderr.splitlines()) <= 25  # one screen, no traceback wall
+    assert "Traceback" not in result.stderr
+    assert not any(tmp_path.iterdir()), "a run folder was created"
+
+
+def test_bad_value_in_a_multirun_fails_before_any_job(tmp_path: Path) -> None:
+    result = run_cli("src/train.py", "-m", "model.alpha=0.5,0", f"paths.log_dir={tmp_path}")
+    assert result.returncode != 0 and "model.alpha=0 is not a valid" in result.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_bad_checkpoints_fail_cleanly_and_create_nothing(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello\n")
+    logs = tmp_path / "logs"
+    for ckpt, message in ((tmp_path / "missing.ckpt", "does not exist"),
+                          (notes, "is not a PyTorch checkpoint")):  # fmt: skip
+        result = run_cli("src/eval.py", f"ckpt_path={ckpt}", f"paths.log_dir={logs}")
+        assert result.returncode != 0 and f"ckpt_path='{ckpt}' {message}" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert not logs.exists()

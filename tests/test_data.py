@@ -1,0 +1,74 @@
+"""The embedded digits data module: stratified fixed splits, batch resizing and augmentation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mobilenet_lab.data import DigitsDataModule
+from mobilenet_lab.data.batch_transforms import random_affine_resize, resize
+
+
+def splits(dm: DigitsDataModule) -> dict[str, torch.Tensor]:
+    return {name: ds.tensors[1] for name, ds in dm.splits.items()}
+
+
+def test_splits_are_stratified_fixed_and_cover_the_set() -> None:
+    dm = DigitsDataModule()
+    dm.setup()
+    labels = splits(dm)
+    assert sum(len(v) for v in labels.values()) == 1797
+    assert len(labels["test"]) == 270 and len(labels["val"]) == 270
+    for split in labels.values():  # every class in every split, in proportion
+        counts = torch.bincount(split, minlength=10).float()
+        assert (counts / counts.sum() - 0.1).abs().max() < 0.02
+    again = DigitsDataModule()
+    again.setup()
+    assert all(torch.equal(labels[k], splits(again)[k]) for k in labels)
+    other = DigitsDataModule(split_seed=1)
+    other.setup()
+    assert not torch.equal(labels["test"], splits(other)["test"])
+
+
+def test_images_disjoint_between_splits() -> None:
+    dm = DigitsDataModule()
+    dm.setup()
+    train = {tuple(x.flatten().tolist()) for x in dm.splits["train"].tensors[0]}
+    test = [tuple(x.flatten().tolist()) for x in dm.splits["test"].tensors[0]]
+    # A few digits occur twice in the data set itself; splits must not share indices.
+    assert sum(t in train for t in test) < 10
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_batches_are_resized_and_normalised(size: int) -> None:
+    dm = DigitsDataModule(image_size=size, batch_size=16)
+    dm.setup()
+    images, labels = dm.on_after_batch_transfer(next(iter(dm.test_dataloader())), 0)
+    assert images.shape == (16, 1, size, size) and labels.shape == (16,)
+    assert abs(images.mean().item()) < 0.5 and 0.5 < images.std().item() < 2
+
+
+def test_augmentation_moves_pixels_but_keeps_shape() -> None:
+    torch.manual_seed(0)
+    images = torch.rand(8, 1, 8, 8)
+    plain = resize(images, 32)
+    augmented = random_affine_resize(images, 32, 0.1, 10.0, 0.1)
+    assert augmented.shape == plain.shape == (8, 1, 32, 32)
+    assert not torch.allclose(augmented, plain)
+    identity = random_affine_resize(images, 32, 0.0, 0.0, 0.0)
+    # Same bilinear sampling as plain resizing; only the border differs (zero fill vs clamp).
+    assert torch.allclose(identity[..., 2:-2, 2:-2], plain[..., 2:-2, 2:-2], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"image_size": 0}, "image_size=0"),
+        ({"batch_size": "x"}, "batch_size='x'"),
+        ({"num_classes": 100}, "num_classes=100"),
+        ({"val_fraction": 0.6, "test_fraction": 0.5}, "val_fraction=0.6"),
+    ],
+)
+def test_bad_arguments_name_the_value(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DigitsDataModule(**kwargs)

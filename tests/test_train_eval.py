@@ -1,0 +1,98 @@
+"""A short training run in-process, then eval of the checkpoint it wrote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+from mobilenet_lab.callbacks import RUN_CONFIG_KEY
+from mobilenet_lab.config import ConfigError, load_checkpoint, restore_run_config
+from mobilenet_lab.evaluation import evaluate
+from mobilenet_lab.training import train
+
+TINY = ["debug=limit", "trainer.enable_progress_bar=false", "~callbacks.model_summary"]
+
+
+@pytest.fixture
+def trained(make_cfg, tmp_path: Path) -> dict:
+    cfg = make_cfg("train", [*TINY, "model.alpha=0.25", "data.image_size=32"], tmp_path / "train")
+    return train(cfg)
+
+
+def test_train_writes_checkpoints_and_metrics(trained: dict, tmp_path: Path) -> None:
+    run_dir = tmp_path / "train"
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "config_tree.log").read_text().count("model") >= 1
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(trained, default=str))
+    assert (metrics["model"], metrics["data"], metrics["alpha"], metrics["image_size"]) == (
+        "mobilenet_v1", "digits", 0.25, 32)  # fmt: skip
+    assert set(metrics["val"]) == {"val/acc", "val/acc5", "val/acc_best", "val/loss"}
+    assert set(metrics["test"]) == {"test/acc", "test/acc5", "test/loss"}
+    assert 0 <= metrics["test"]["test/acc"] <= 1 and metrics["params"] > 0
+    assert metrics["started_at"] <= metrics["first_step_at"] <= metrics["started_at"] + 60
+    assert metrics["epochs"] == 2
+    assert (run_dir / "csv" / "metrics.csv").is_file()
+
+
+def test_checkpoint_carries_the_run_config(trained: dict) -> None:
+    checkpoint = load_checkpoint(trained["best_checkpoint"])
+    run = checkpoint[RUN_CONFIG_KEY]
+    assert run["choices"]["model"] == "mobilenet_v1"
+    assert run["config"]["model"]["alpha"] == 0.25
+    assert run["config"]["model"]["num_classes"] == 10  # saved resolved
+
+
+def test_eval_scores_the_checkpoint_with_its_own_config(
+    trained: dict, make_cfg, tmp_path: Path
+) -> None:
+    ckpt = trained["best_checkpoint"]
+    overrides = [f"ckpt_path={ckpt}", "trainer.limit_test_batches=2", "logger=csv"]
+    cfg = make_cfg("eval", overrides, tmp_path / "eval")
+    report = evaluate(cfg)
+    assert report["alpha"] == 0.25  # from the checkpoint, although eval's default is 1.0
+    # Same weights, same two test batches: the same metrics as the test at the end of training.
+    assert report["test"] == pytest.approx(trained["test"], abs=1e-6)
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["test"] == report["test"] and saved["ckpt_path"] == str(Path(ckpt).resolve())
+
+
+def test_eval_overrides_win_over_the_saved_config(trained: dict, make_cfg) -> None:
+    overrides = [f"ckpt_path={trained['best_checkpoint']}", "data.batch_size=7"]
+    cfg = make_cfg("eval", overrides)
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    merged, choices = restore_run_config(
+        cfg, checkpoint, overrides, dict(cfg.hydra.runtime.choices)
+    )
+    assert merged.data.batch_size == 7 and merged.model.alpha == 0.25
+    assert choices["model"] == "mobilenet_v1"
+
+
+def test_bad_checkpoints_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_checkpoint(str(tmp_path / "missing.ckpt"))
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint\n")
+    with pytest.raises(ConfigError, match="is not a PyTorch checkpoint"):
+        load_checkpoint(str(text))
+    foreign = tmp_path / "weights.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(ConfigError, match=r"not a checkpoint written by src/train\.py"):
+        load_checkpoint(str(foreign))
+
+
+def test_image_size_below_the_network_stride_is_refused(make_cfg) -> None:
+    from mobilenet_lab.config import check_train_config
+
+    cfg = make_cfg("train", ["data.image_size=8"])
+    with pytest.raises(ConfigError, match=r"data\.image_size=8 is too small.*>= 32"):
+        check_train_config(cfg)
+    with open_dict(cfg):
+        cfg.model.stem_stride = 1
+        cfg.data.image_size = 16
+    check_train_config(cfg)  # a stride-1 stem halves the minimum
