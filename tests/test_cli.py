@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 TINY = ["debug=limit", "trainer.enable_progress_bar=false", "~callbacks.model_summary"]
@@ -95,3 +98,39 @@ def test_bad_checkpoints_fail_cleanly_and_create_nothing(tmp_path: Path) -> None
         assert result.returncode != 0 and f"ckpt_path='{ckpt}' {message}" in result.stderr
         assert "Traceback" not in result.stderr
         assert not logs.exists()
+
+
+def test_two_runs_started_together_get_their_own_folders(tmp_path: Path) -> None:
+    command = ["src/train.py", "debug=fast_dev_run", "trainer.enable_progress_bar=false",
+               f"paths.log_dir={tmp_path}"]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procs = [subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for _ in range(2)]  # fmt: skip
+    assert all(proc.wait(timeout=300) == 0 for proc in procs)
+    folders = runs(tmp_path)
+    assert len(folders) == 2
+    assert all((folder / "metrics.json").is_file() for folder in folders)
+
+
+def test_ddp_on_two_cpu_processes_writes_one_run(tmp_path: Path) -> None:
+    result = run_cli("src/train.py", "trainer=ddp_cpu", *TINY, f"paths.log_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Starting with 2 processes" in result.stdout + result.stderr
+    (run_dir,) = runs(tmp_path)  # the second rank joins the first rank's folder
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and 0 <= metrics["test"]["test/acc"] <= 1
+
+
+def test_default_command_trains_to_high_accuracy(tmp_path: Path) -> None:
+    """``python src/train.py`` exactly as the README gives it (only the log folder moved).
+
+    The 98% target is measured by scripts/benchmark_train.py; this guards against regressions
+    with a margin for other CPUs' floating-point differences."""
+    result = run_cli("src/train.py", "trainer.enable_progress_bar=false",
+                     f"paths.log_dir={tmp_path}", timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = runs(tmp_path)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test"]["test/acc"] >= 0.95
+    assert metrics["epochs"] == 35 and metrics["model"] == "mobilenet_v1"

@@ -96,3 +96,25 @@ def test_image_size_below_the_network_stride_is_refused(make_cfg) -> None:
         cfg.model.stem_stride = 1
         cfg.data.image_size = 16
     check_train_config(cfg)  # a stride-1 stem halves the minimum
+
+
+def test_a_truncated_checkpoint_is_refused(trained: dict, tmp_path: Path) -> None:
+    data = Path(trained["best_checkpoint"]).read_bytes()
+    half = tmp_path / "half.ckpt"
+    half.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ConfigError, match="is not a"):
+        load_checkpoint(str(half))
+
+
+def test_fast_dev_run_and_tensorboard(make_cfg, tmp_path: Path) -> None:
+    overrides = ["debug=fast_dev_run", "logger=many", "trainer.enable_progress_bar=false"]
+    report = train(make_cfg("train", overrides, tmp_path / "fdr"))
+    assert report["best_checkpoint"] == ""  # fast_dev_run saves no checkpoint
+    assert set(report["test"]) == {"test/acc", "test/acc5", "test/loss"}
+    assert (tmp_path / "fdr" / "metrics.json").is_file()
+
+
+def test_tensorboard_logger_writes_event_files(make_cfg, tmp_path: Path) -> None:
+    train(make_cfg("train", [*TINY, "trainer.max_epochs=1", "logger=many"], tmp_path / "tb"))
+    assert list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
+    assert (tmp_path / "tb" / "csv" / "metrics.csv").is_file()

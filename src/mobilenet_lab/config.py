@@ -6,6 +6,7 @@ and what would be valid; the Hydra callback in ``hydra_callbacks`` turns it into
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from mobilenet_lab.callbacks import RUN_CONFIG_KEY
 from mobilenet_lab.checks import ConfigError
 
-RESTORED_GROUPS = ("model", "data")
+RESTORED_GROUPS = ("model", "data", "module")
 
 
 def check_train_config(cfg: DictConfig) -> None:
@@ -65,12 +66,17 @@ def load_checkpoint(ckpt_path: str | None) -> dict[str, Any]:
     path = Path(ckpt_path)
     if not path.is_file():
         raise ConfigError(f"ckpt_path={ckpt_path!r} does not exist: {example}")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r} is not a PyTorch checkpoint (not the zip archive that "
+            f"torch.save writes): {example}"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a file that is not a checkpoint
-        reason = str(error).splitlines()[0][:200]
+    except Exception as error:  # a damaged archive: torch raises many types
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
         raise ConfigError(
-            f"ckpt_path={ckpt_path!r} is not a PyTorch checkpoint ({reason}): {example}"
+            f"ckpt_path={ckpt_path!r} is not a readable PyTorch checkpoint ({reason}): {example}"
         ) from error
     if not isinstance(checkpoint, dict) or RUN_CONFIG_KEY not in checkpoint:
         raise ConfigError(
@@ -86,7 +92,8 @@ def restore_run_config(
     overrides: Sequence[str],
     choices: dict[str, str],
 ) -> tuple[DictConfig, dict[str, str]]:
-    """The eval config with the run's ``model`` and ``data``, then the user's own overrides.
+    """The eval config with the run's ``model``, ``data`` and ``module``, then the user's own
+    overrides.
 
     A group the user chose again (``data=...``) is taken whole from ``cfg``; a key the user set
     (``data.batch_size=...``) is copied from ``cfg`` onto the saved group. Returns the config

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import lightning as L
 import torch
@@ -22,17 +22,19 @@ class ImageClassifier(L.LightningModule):
     """Cross-entropy (optionally label-smoothed) with top-1/top-5 accuracy per split.
 
     The optimizer and scheduler arrive as partials from their config groups, so the module
-    never needs to know which one was chosen. Top-5 is logged only with more than 5 classes.
+    never needs to know which one was chosen (evaluation needs neither). Top-5 is logged only
+    with more than 5 classes.
     """
 
     def __init__(
         self,
         net: nn.Module,
         num_classes: int,
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         label_smoothing: float = 0.0,
         channels_last: bool = False,
+        no_weight_decay: Sequence[str] = ("norm", "bias", "depthwise"),
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
@@ -59,8 +61,15 @@ class ImageClassifier(L.LightningModule):
         loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
         metrics: MetricCollection = getattr(self, f"{split}_metrics")
         metrics.update(logits, labels)
-        on_step = split == "train"
-        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        training = split == "train"
+        self.log(  # val/test losses are averaged over DDP ranks; metrics sync themselves
+            f"{split}/loss",
+            loss,
+            on_step=training,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=not training,
+        )
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
@@ -76,10 +85,12 @@ class ImageClassifier(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
             self.val_acc_best.update(self.val_metrics["acc"].compute())
-            self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+            self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self) -> dict:
-        optimizer = self.optimizer_factory(self.parameters())
+        if self.optimizer_factory is None:
+            raise ValueError("ImageClassifier needs an optimizer to train: pass optimizer=...")
+        optimizer = self.optimizer_factory(parameter_groups(self.net, self.hparams.no_weight_decay))
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         trainer = self.trainer
@@ -92,3 +103,36 @@ class ImageClassifier(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+NO_DECAY_KINDS = frozenset({"norm", "bias", "depthwise"})
+
+
+def parameter_groups(net: nn.Module, no_weight_decay: Sequence[str]) -> list[dict]:
+    """Splits parameters into a decayed group and one with ``weight_decay=0``.
+
+    ``no_weight_decay`` names what to exempt: ``norm`` (BatchNorm scale and shift), ``bias``,
+    ``depthwise`` (depthwise conv filters: the paper puts very little or no weight decay on
+    them). Written here rather than taken from timm so that V1 runs need not import timm.
+    """
+    unknown = set(no_weight_decay) - NO_DECAY_KINDS
+    if unknown:
+        raise ValueError(
+            f"no_weight_decay={list(no_weight_decay)!r}: unknown {sorted(unknown)}, "
+            f"use any of {sorted(NO_DECAY_KINDS)}"
+        )
+    decay, no_decay = [], []
+    for module in net.modules():
+        for name, param in module.named_parameters(recurse=False):
+            (no_decay if _kind(module, name) in no_weight_decay else decay).append(param)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _kind(module: nn.Module, param_name: str) -> str:
+    if isinstance(module, nn.modules.batchnorm._NormBase | nn.GroupNorm | nn.LayerNorm):
+        return "norm"
+    if param_name == "bias":
+        return "bias"
+    if isinstance(module, nn.Conv2d) and module.groups == module.in_channels > 1:
+        return "depthwise"
+    return "weight"
