@@ -28,6 +28,11 @@ def check_train_config(cfg: DictConfig) -> None:
     check_model_and_data(cfg)
 
 
+def check_profile_config(cfg: DictConfig) -> None:
+    """What ``scripts/profile.py`` needs: the same model and input size checks as training."""
+    check_model_and_data(cfg)
+
+
 def check_eval_config(cfg: DictConfig) -> None:
     """What ``src/eval.py`` needs: a readable checkpoint, and its run's config still valid."""
     checkpoint = load_checkpoint(cfg.ckpt_path)

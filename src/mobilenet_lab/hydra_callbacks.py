@@ -36,12 +36,17 @@ class ValidateConfig(Callback):
 
 
 class SummariseSweep(Callback):
-    """After a multirun, gathers every job's ``metrics.json`` into ``summary.csv`` and a table."""
+    """After a multirun, gathers every job's ``metrics.json`` into ``summary.csv`` and prints
+    the ``columns`` of it as a table."""
+
+    def __init__(self, columns: list[str]) -> None:
+        self.columns = ["job", *columns]
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from mobilenet_lab.summary import print_summary, summarise_sweep
+        from mobilenet_lab.summary import print_table, summarise_sweep
 
-        print_summary(summarise_sweep(Path(config.hydra.sweep.dir)))
+        rows = summarise_sweep(Path(config.hydra.sweep.dir))
+        print_table(rows, self.columns, title=f"{config.task_name} multirun summary")
 
 
 def _exit_on_config_error(check: Callable[[DictConfig], None], config: DictConfig) -> None:

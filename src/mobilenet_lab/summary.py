@@ -1,44 +1,61 @@
-"""Summarises a multirun: one row per job from its ``metrics.json``, as CSV and a table."""
+"""Gathers run results: every job's ``metrics.json`` in a sweep as one CSV row, and tables."""
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import rich
+from rich.console import Console
 from rich.table import Table
 
-COLUMNS = (
-    "job", "model", "alpha", "image_size", "params", "val/acc", "test/acc", "test/acc5",
-    "wall_time_s",
-)  # fmt: skip
+
+def flatten(metrics: dict[str, Any]) -> dict[str, Any]:
+    """One level of nesting folded in (``{"val": {"val/acc": x}}`` -> ``{"val/acc": x}``);
+    lists are left out of a CSV row."""
+    row: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            row.update(value)
+        elif not isinstance(value, list):
+            row[key] = value
+    return row
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def summarise_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Reads ``<sweep_dir>/*/metrics.json`` and writes ``<sweep_dir>/summary.csv``."""
+    """Reads ``<sweep_dir>/<job>/metrics.json`` in job order; writes ``summary.csv``."""
     rows = []
     for path in sorted(sweep_dir.glob("*/metrics.json"), key=lambda p: _job_number(p.parent)):
-        metrics = json.loads(path.read_text())
-        flat = {**metrics, **metrics.get("val", {}), **metrics.get("test", {})}
-        rows.append({"job": path.parent.name, **{key: flat.get(key) for key in COLUMNS[1:]}})
-    with open(sweep_dir / "summary.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+        rows.append({"job": path.parent.name, **flatten(json.loads(path.read_text()))})
+    write_csv(sweep_dir / "summary.csv", rows)
     return rows
 
 
-def print_summary(rows: list[dict[str, Any]]) -> None:
-    table = Table(*COLUMNS, title="multirun summary")
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str) -> None:
+    """A table of ``columns``; full width when the output is a file or pipe, not a terminal."""
+    table = Table(*columns, title=title)
     for row in rows:
-        table.add_row(*(_format(row[key]) for key in COLUMNS))
-    rich.print(table)
+        table.add_row(*(_format(row.get(key)) for key in columns))
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 240))
+    console.print(table)
 
 
 def _format(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}"
+    return "" if value is None else str(value)
 
 
 def _job_number(job_dir: Path) -> tuple[int, str]:

@@ -1,0 +1,138 @@
+"""Profiles a model at one input size: parameters, mult-adds and their share by layer type,
+activation size for one image, and measured latency / throughput on the current device.
+
+Mult-adds come from ``torch.utils.flop_counter`` (which counts a multiply-add as 2 FLOPs); the
+layer type of each count is read from the module that ran it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from mobilenet_lab.run_files import write_json_atomic
+from mobilenet_lab.summary import print_table, write_csv
+
+LAYER_TYPES = ("stem_3x3", "depthwise_3x3", "pointwise_1x1", "fully_connected")
+
+
+def layer_type(module: nn.Module) -> str | None:
+    """Table 2's layer types: which one a conv or linear layer is (None for other modules)."""
+    if isinstance(module, nn.Linear):
+        return "fully_connected"
+    if not isinstance(module, nn.Conv2d):
+        return None
+    if module.groups > 1 and module.groups == module.in_channels:
+        return "depthwise_3x3"
+    if module.kernel_size == (1, 1):
+        return "pointwise_1x1"
+    return "stem_3x3"
+
+
+def count_by_layer_type(model: nn.Module, image: Tensor) -> dict[str, dict[str, float]]:
+    """Mult-adds, parameters and output elements of one forward pass, per layer type."""
+    macs: dict[str, int] = defaultdict(int)
+    params: dict[str, int] = defaultdict(int)
+    activations: dict[str, int] = defaultdict(int)
+    hooks = []
+    for module in model.modules():
+        kind = layer_type(module)
+        if kind is None:
+            continue
+        params[kind] += sum(p.numel() for p in module.parameters(recurse=False))
+
+        def record(mod: nn.Module, args: Any, output: Tensor, kind: str = kind) -> None:
+            activations[kind] += output[0].numel()  # one image of the batch
+            with FlopCounterMode(display=False) as counter:
+                mod.forward(*args)  # not mod(): that would run this hook again
+            macs[kind] += counter.get_total_flops() // 2 // output.shape[0]
+
+        hooks.append(module.register_forward_hook(record))
+    try:
+        with torch.no_grad():
+            model(image)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {"mult_adds": dict(macs), "params": dict(params), "activations": dict(activations)}
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int, device: torch.device) -> float:
+    """Median wall time of ``fn`` over ``repeats`` runs after ``warmup`` runs."""
+    times = []
+    for i in range(warmup + repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def profile(cfg: DictConfig) -> dict[str, Any]:
+    """One row of the profile table for ``cfg.model`` at ``cfg.data.image_size``."""
+    choices = HydraConfig.get().runtime.choices
+    size = cfg.data.image_size
+    device = torch.device(cfg.device if cfg.device != "auto" else default_device())
+    model = instantiate(cfg.model, num_classes=cfg.num_classes, in_chans=cfg.in_chans).eval()
+    image = torch.randn(1, cfg.in_chans, size, size)
+    counts = count_by_layer_type(model, image)
+    total_macs = sum(counts["mult_adds"].values())
+    layer_params = sum(counts["params"].values())
+    row: dict[str, Any] = {
+        "model": choices.get("model"),
+        "alpha": cfg.model.get("alpha"),
+        "image_size": size,
+        "params": sum(p.numel() for p in model.parameters()),
+        "mult_adds": total_macs,
+        "activations": (activations := sum(counts["activations"].values())),
+        "activation_mib_fp32": activations * 4 / 2**20,
+    }
+    for kind in LAYER_TYPES:
+        row[f"mult_adds_%_{kind}"] = 100 * counts["mult_adds"].get(kind, 0) / total_macs
+    for kind in LAYER_TYPES:
+        row[f"params_%_{kind}"] = 100 * counts["params"].get(kind, 0) / layer_params
+    row.update(measure_speed(model, image, cfg, device))
+    output_dir = Path(cfg.paths.output_dir)
+    write_json_atomic(output_dir / "metrics.json", row)
+    write_csv(output_dir / "profile.csv", [row])
+    print_table([row], cfg.summary_columns, title="profile")
+    return row
+
+
+def measure_speed(
+    model: nn.Module, image: Tensor, cfg: DictConfig, device: torch.device
+) -> dict[str, Any]:
+    """Batch-1 latency and throughput at ``cfg.speed.batch_size`` (images/s), inference mode."""
+    memory_format = torch.channels_last if cfg.speed.channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format)
+    single = image.to(device, memory_format=memory_format)
+    batch = single.repeat(cfg.speed.batch_size, 1, 1, 1).contiguous(memory_format=memory_format)
+    with torch.inference_mode():
+        latency = median_seconds(lambda: model(single), cfg.speed.repeats, cfg.speed.warmup, device)
+        batch_time = median_seconds(
+            lambda: model(batch), cfg.speed.repeats, cfg.speed.warmup, device
+        )
+    return {
+        "device": device.type,
+        "latency_ms_batch_1": 1000 * latency,
+        f"images_per_s_batch_{cfg.speed.batch_size}": cfg.speed.batch_size / batch_time,
+    }

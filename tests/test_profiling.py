@@ -1,0 +1,87 @@
+"""The profiler against the paper's Tables 2, 6 and 7 and timm's published V2/V3 figures."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from mobilenet_lab.profiling import profile
+from tests.conftest import run_cli
+
+FAST = ["speed.repeats=1", "speed.warmup=0", "speed.batch_size=2"]
+
+# Tables 6 and 7 of the paper: (alpha, size) -> (million mult-adds, million params).
+PAPER = {
+    (1.0, 224): (569, 4.2), (0.75, 224): (325, 2.6), (0.5, 224): (149, 1.3),
+    (0.25, 224): (41, 0.5), (1.0, 192): (418, 4.2), (1.0, 160): (290, 4.2),
+    (1.0, 128): (186, 4.2),
+}  # fmt: skip
+# Table 2 (alpha 1.0, 224): share of mult-adds and of parameters per layer type, in percent.
+# The paper prints 1.19% for the 3x3 stem, which leaves its column summing to 99.29%; the stem's
+# 112*112*32*27 = 10.84 M mult-adds are 1.91% of 568.7 M (the two digits swapped), and 1.91 is
+# what makes the column sum to 100%.
+TABLE_2 = {
+    "pointwise_1x1": (94.86, 74.59),
+    "depthwise_3x3": (3.06, 1.06),
+    "stem_3x3": (1.91, 0.02),
+    "fully_connected": (0.18, 24.33),
+}
+# timm's model cards at 224 px: params (M), GMACs, activations (M).
+TIMM = {
+    "mobilenet_v2": (3.5, 0.3, 6.7),
+    "mobilenet_v3_large": (5.5, 0.2, 4.4),
+    "mobilenet_v3_small": (2.5, 0.06, 1.4),
+    "timm_mobilenet_v1": (4.2, 0.57, 5.0),
+}
+
+
+@pytest.mark.parametrize(("alpha", "size"), list(PAPER))
+def test_v1_rows_reproduce_tables_6_and_7(make_cfg, alpha: float, size: int) -> None:
+    overrides = [f"model.alpha={alpha}", f"data.image_size={size}", *FAST]
+    row = profile(make_cfg("profile", overrides))
+    macs, params = PAPER[(alpha, size)]
+    assert row["mult_adds"] / 1e6 == pytest.approx(macs, rel=0.01)
+    assert row["params"] / 1e6 == pytest.approx(params, rel=0.01, abs=0.05)  # printed to 0.1 M
+
+
+def test_v1_layer_shares_reproduce_table_2(make_cfg) -> None:
+    row = profile(make_cfg("profile", FAST))
+    for kind, (macs_share, params_share) in TABLE_2.items():
+        assert row[f"mult_adds_%_{kind}"] == pytest.approx(macs_share, abs=0.5)
+        assert row[f"params_%_{kind}"] == pytest.approx(params_share, abs=0.5)
+
+
+@pytest.mark.parametrize("family", list(TIMM))
+def test_timm_rows_agree_with_timm_model_cards(make_cfg, family: str) -> None:
+    row = profile(make_cfg("profile", [f"model={family}", *FAST]))
+    params, gmacs, activations = TIMM[family]
+    assert round(row["params"] / 1e6, 1) == params
+    assert row["mult_adds"] / 1e9 == pytest.approx(gmacs, abs=0.01 + gmacs * 0.1)
+    assert round(row["activations"] / 1e6, 1) == activations
+
+
+def test_row_has_speed_and_memory_and_is_written(make_cfg, tmp_path: Path) -> None:
+    row = profile(make_cfg("profile", ["model.alpha=0.25", "data.image_size=128", *FAST]))
+    assert row["latency_ms_batch_1"] > 0 and row["images_per_s_batch_2"] > 0
+    assert row["activation_mib_fp32"] == pytest.approx(row["activations"] * 4 / 2**20)
+    assert row["device"] == "cpu"
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["params"] == row["params"]
+    with open(tmp_path / "run" / "profile.csv") as file:
+        (saved,) = list(csv.DictReader(file))
+    assert int(saved["mult_adds"]) == row["mult_adds"]
+
+
+@pytest.mark.slow
+def test_profile_multirun_writes_one_csv_row_per_model_and_size(tmp_path: Path) -> None:
+    result = run_cli("scripts/profile.py", "-m", "model.alpha=1.0,0.25", "data.image_size=224,128",
+                     *FAST, f"paths.log_dir={tmp_path}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "profile" / "multiruns").glob("*")
+    with open(sweep / "summary.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert {(row["alpha"], row["image_size"]) for row in rows} == {
+        ("1.0", "224"), ("1.0", "128"), ("0.25", "224"), ("0.25", "128")}  # fmt: skip
+    assert "profile multirun summary" in result.stdout
