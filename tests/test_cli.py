@@ -43,6 +43,16 @@ def test_train_then_eval(tmp_path: Path) -> None:
     assert scored["alpha"] == 0.75 and scored["test"] == pytest.approx(metrics["test"], abs=1e-6)
 
 
+@pytest.mark.parametrize("family", ["mobilenet_v2", "mobilenet_v3_large"])
+def test_timm_family_trains(tmp_path: Path, family: str) -> None:
+    result = run_cli("src/train.py", f"model={family}", "model.alpha=0.75", *TINY,
+                     f"paths.log_dir={tmp_path}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = runs(tmp_path)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert (metrics["model"], metrics["alpha"]) == (family, 0.75)
+
+
 def test_multirun_grid_keeps_one_folder_per_job_and_a_summary(tmp_path: Path) -> None:
     result = run_cli("src/train.py", "-m", "model.alpha=0.25,0.5", "data.image_size=32,64", *TINY,
                      "trainer.max_epochs=1", f"paths.log_dir={tmp_path}")  # fmt: skip
@@ -67,6 +77,15 @@ BAD_INPUT = [
     (["model=mobilenet_v9"], "Could not find 'model/mobilenet_v9'"),
     (["data.image_size=8"], "data.image_size=8 is too small"),
     (["model.act=gelu"], "model.act='gelu' is not valid"),
+    (
+        ["model=mobilenet_v2", "model.alpha=0.6"],
+        "model.alpha=0.6 is not a width timm builds for mobilenet_v2: use one of [0.35, 0.5",
+    ),
+    (
+        ["model=mobilenet_v3_small", "model.pretrained=true"],
+        "model.pretrained=true: no cached weights for mobilenetv3_small_100",
+    ),
+    (["model.init_from=missing.safetensors"], "model.init_from='missing.safetensors' does not"),
 ]
 
 
@@ -74,7 +93,8 @@ BAD_INPUT = [
 def test_bad_train_input_fails_cleanly_and_creates_nothing(
     tmp_path: Path, overrides: list[str], message: str
 ) -> None:
-    result = run_cli("src/train.py", *overrides, f"paths.log_dir={tmp_path}")
+    empty_cache = {"HF_HUB_CACHE": str(tmp_path.parent / "empty_hf_cache")}
+    result = run_cli("src/train.py", *overrides, f"paths.log_dir={tmp_path}", env=empty_cache)
     assert result.returncode != 0
     assert message in result.stderr
     assert len(result.stderr.splitlines()) <= 25  # one screen, no traceback wall
