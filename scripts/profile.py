@@ -7,12 +7,14 @@ one row per job in the sweep folder's ``summary.csv``.
 import sys
 from pathlib import Path
 
-# This file's name shadows the standard library's `profile` module (which cProfile, imported by
-# torch, imports): keep the script's own folder off the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+# Import from the repository root, not scripts/: scripts/profile.py would shadow the standard
+# library's `profile`, which cProfile (imported by torch) imports.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+from omegaconf import DictConfig
+
+import mobilenet_lab.resolvers  # noqa: F401  (registers the resolvers the configs use)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="profile")

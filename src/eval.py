@@ -3,6 +3,8 @@
 import hydra
 from omegaconf import DictConfig
 
+import mobilenet_lab.resolvers  # noqa: F401  (registers the resolvers the configs use)
+
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:

@@ -86,6 +86,11 @@ BAD_INPUT = [
         "model.pretrained=true: no cached weights for mobilenetv3_small_100",
     ),
     (["model.init_from=missing.safetensors"], "model.init_from='missing.safetensors' does not"),
+    (["data=imagefolder"], "data.data_dir is not set"),
+    (
+        ["data=cifar10", "data.download=false", "data.data_dir=/nowhere"],
+        "no cifar10 files in /nowhere/cifar-10-batches-py (data.download=false)",
+    ),
 ]
 
 

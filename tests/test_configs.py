@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from mobilenet_lab.data import DigitsDataModule
+from mobilenet_lab.data.digits import DigitsDataModule
 from mobilenet_lab.module import ImageClassifier
 from mobilenet_lab.trainer import build_trainer
 
@@ -33,8 +33,9 @@ def test_every_group_has_options() -> None:
 
 
 @pytest.mark.parametrize(("group", "option"), ALL_OPTIONS)
-def test_option_composes_and_resolves(make_cfg, group: str, option: str) -> None:
-    cfg = make_cfg("train", [f"{group}={option}"])
+def test_option_composes_and_resolves(make_cfg, image_tree, group: str, option: str) -> None:
+    needs = {"imagefolder": [f"data.data_dir={image_tree}"]}  # a folder to count classes in
+    cfg = make_cfg("train", [f"{group}={option}", *needs.get(option, [])])
     assert cfg.hydra.runtime.choices[group] == option
     assert OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mobilenet_lab.data import DigitsDataModule
 from mobilenet_lab.data.batch_transforms import random_affine_resize, resize
+from mobilenet_lab.data.digits import DigitsDataModule
 
 
 def splits(dm: DigitsDataModule) -> dict[str, torch.Tensor]:

@@ -6,6 +6,9 @@ import time
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
+
+RUN_CONFIG_KEY = "mobilenet_lab_run"
 
 
 class SaveRunConfig(L.Callback):
@@ -32,4 +35,24 @@ class FirstStepTimer(L.Callback):
             self.first_step_time = time.time()
 
 
-RUN_CONFIG_KEY = "mobilenet_lab_run"
+class BadFileReport(L.Callback):
+    """At the end of each epoch, names the image files the data module had to skip."""
+
+    def __init__(self) -> None:
+        self.reported: set[str] = set()
+
+    def _report(self, trainer: L.Trainer) -> None:
+        bad = getattr(trainer.datamodule, "bad_files", set()) - self.reported
+        if bad:
+            self.reported |= bad
+            listing = "\n  ".join(sorted(bad))
+            rank_zero_warn(f"skipped {len(bad)} unreadable image(s) this epoch:\n  {listing}")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._report(trainer)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._report(trainer)
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._report(trainer)

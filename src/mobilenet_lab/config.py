@@ -16,6 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from mobilenet_lab.callbacks import RUN_CONFIG_KEY
 from mobilenet_lab.checks import ConfigError
@@ -43,9 +44,9 @@ def check_eval_config(cfg: DictConfig) -> None:
 
 
 def check_model_and_data(cfg: DictConfig) -> None:
-    """Builds the network and data module once, so bad values fail here and not mid-run."""
-    net = _instantiate_or_explain(cfg, "model")
+    """Builds the data module and network once, so bad values fail here and not mid-run."""
     _instantiate_or_explain(cfg, "data")
+    net = _instantiate_or_explain(cfg, "model")
     min_size = getattr(net, "min_input_size", 1)
     image_size = cfg.data.image_size
     if image_size < min_size:
@@ -58,9 +59,26 @@ def check_model_and_data(cfg: DictConfig) -> None:
 def _instantiate_or_explain(cfg: DictConfig, key: str) -> Any:
     try:
         return instantiate(cfg[key])
+    except MissingMandatoryValue as error:
+        raise ConfigError(f"{error.full_key} is not set: give it on the command line") from error
+    except InterpolationResolutionError as error:
+        cause = _config_error_in(error)
+        if cause is not None:
+            raise cause from error
+        raise ConfigError(f"{error.full_key}: {str(error).splitlines()[0]}") from error
     except InstantiationException as error:
-        cause = error.__cause__ if isinstance(error.__cause__, ValueError | TypeError) else error
+        cause = error.__cause__
+        if isinstance(cause, ConfigError) and str(cause).startswith("data."):
+            raise cause from error  # already names its full key
+        cause = cause if isinstance(cause, ValueError | TypeError) else error
         raise ConfigError(f"{key}.{cause}") from error
+
+
+def _config_error_in(error: BaseException | None) -> ConfigError | None:
+    """The ConfigError a resolver raised, found in the chain of errors OmegaConf wraps it in."""
+    while error is not None and not isinstance(error, ConfigError):
+        error = error.__cause__ or error.__context__
+    return error
 
 
 def load_checkpoint(ckpt_path: str | None) -> dict[str, Any]:

@@ -23,7 +23,9 @@ class ImageClassifier(L.LightningModule):
 
     The optimizer and scheduler arrive as partials from their config groups, so the module
     never needs to know which one was chosen (evaluation needs neither). Top-5 is logged only
-    with more than 5 classes.
+    with more than 5 classes. ``mixup`` holds timm ``Mixup`` arguments (``mixup_alpha``,
+    ``cutmix_alpha``, ``prob``, ``switch_prob``, ``mode``) to mix training batches; train
+    accuracy is then measured against the unmixed labels.
     """
 
     def __init__(
@@ -35,12 +37,18 @@ class ImageClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         channels_last: bool = False,
         no_weight_decay: Sequence[str] = ("norm", "bias", "depthwise"),
+        mixup: dict | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.mixup = None
+        if mixup:  # timm's Mixup / CutMix; it also applies the label smoothing
+            from timm.data import Mixup
+
+            self.mixup = Mixup(**mixup, label_smoothing=label_smoothing, num_classes=num_classes)
         metrics = {"acc": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
         if num_classes > 5:
             metrics["acc5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
@@ -55,10 +63,17 @@ class ImageClassifier(L.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
 
-    def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
+    def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor | None:
         images, labels = batch
-        logits = self(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        if len(labels) == 0:  # every image of the batch was unreadable and skipped
+            return None
+        if split == "train" and self.mixup is not None and len(labels) % 2 == 0:
+            images, targets = self.mixup(images, labels)
+            logits = self(images)
+            loss = F.cross_entropy(logits, targets)  # soft targets
+        else:
+            logits = self(images)
+            loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
         metrics: MetricCollection = getattr(self, f"{split}_metrics")
         metrics.update(logits, labels)
         training = split == "train"
@@ -73,7 +88,7 @@ class ImageClassifier(L.LightningModule):
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
         return self._step(batch, "train")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

@@ -38,3 +38,21 @@ def resize(images: Tensor, size: int) -> Tensor:
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def random_crop_flip(images: Tensor, padding: int, flip: bool) -> Tensor:
+    """The CIFAR augmentation for a whole batch: zero-pad by ``padding``, crop back to the
+    original size at a random offset per image, and mirror half of the images left-right."""
+    n, _, height, width = images.shape
+    padded = F.pad(images, [padding] * 4)
+    device = images.device
+    top = torch.randint(0, 2 * padding + 1, (n, 1), device=device)
+    left = torch.randint(0, 2 * padding + 1, (n, 1), device=device)
+    rows = (top + torch.arange(height, device=device))[:, None, :, None]  # n x 1 x H x 1
+    cols = (left + torch.arange(width, device=device))[:, None, None, :]  # n x 1 x 1 x W
+    if flip:
+        mirrored = torch.rand(n, device=device) < 0.5
+        cols = torch.where(mirrored[:, None, None, None], cols.flip(-1), cols)
+    batch = torch.arange(n, device=device)[:, None, None, None]
+    channels = torch.arange(images.shape[1], device=device)[None, :, None, None]
+    return padded[batch, channels, rows, cols]

@@ -1,0 +1,183 @@
+"""ImageNet-style folders (``train/<class>/*.jpg``, ``val/<class>/*.jpg``, optional ``test/``)
+with timm's train and eval transforms. Unreadable images are skipped, counted and reported
+instead of ending a long run; empty classes or splits are refused at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from mobilenet_lab.checks import ConfigError, check_positive_int
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def class_names(split_dir: Path) -> list[str]:
+    return sorted(entry.name for entry in split_dir.iterdir() if entry.is_dir())
+
+
+def count_classes(data_dir: str) -> int:
+    """The number of class folders in ``<data_dir>/train``: what ``num_classes`` resolves to."""
+    train = Path(data_dir) / "train"
+    if not train.is_dir():
+        raise ConfigError(f"data.data_dir={data_dir!r} has no train/ folder of class folders")
+    return len(class_names(train))
+
+
+def list_split(data_dir: Path, split: str, classes: list[str]) -> list[tuple[str, int]]:
+    """(path, class index) for every image of a split; a ConfigError for an empty class."""
+    split_dir = data_dir / split
+    samples, empty = [], []
+    for index, name in enumerate(classes):
+        files = sorted(
+            str(path) for path in (split_dir / name).glob("*")
+            if path.suffix.lower() in IMAGE_SUFFIXES
+        )  # fmt: skip
+        if not files:
+            empty.append(str(split_dir / name))
+        samples += [(path, index) for path in files]
+    if empty:
+        raise ConfigError(
+            f"data.data_dir={str(data_dir)!r}: {len(empty)} class folder(s) of {split}/ hold no "
+            f"images ({', '.join(empty[:5])}): add images or remove the folder(s)"
+        )
+    return samples
+
+
+def unreadable(paths: list[str]) -> list[str]:
+    """The images among ``paths`` that PIL cannot decode in full."""
+    bad = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except Exception:  # PIL raises OSError, SyntaxError, ValueError... for broken files
+            bad.append(path)
+    return bad
+
+
+class SkipBadImages(Dataset):
+    """Decodes one image; a file that fails comes back as ``(None, path)`` for the collate
+    function to drop and report."""
+
+    def __init__(self, samples: list[tuple[str, int]], transform: Callable) -> None:
+        self.samples, self.transform = samples, transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as image:
+                return self.transform(image.convert("RGB")), label
+        except Exception:
+            return None, path
+
+
+def collate_skipping_bad(samples: list[tuple[Any, Any]]) -> tuple[Tensor, Tensor, list[str]]:
+    good = [sample for sample in samples if sample[0] is not None]
+    bad = [path for image, path in samples if image is None]
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), bad
+    images, labels = default_collate(good)
+    return images, labels, bad
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    """``num_classes`` is the number of class folders in ``train/`` (the config resolves it
+    from the data). ``batch_size`` is per device; ``num_workers=null`` means one per CPU core
+    (at most 8). ``strict=true`` decodes every image at start-up and fails listing the broken
+    ones; otherwise they are skipped and reported at the end of each epoch."""
+
+    def __init__(
+        self,
+        data_dir: str,
+        num_classes: int,
+        in_chans: int = 3,
+        image_size: int = 224,
+        batch_size: int = 64,
+        num_workers: int | None = None,
+        crop_pct: float = 0.875,
+        interpolation: str = "bilinear",
+        hflip: float = 0.5,
+        color_jitter: float = 0.4,
+        auto_augment: str | None = None,
+        re_prob: float = 0.0,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+        strict: bool = False,
+    ) -> None:
+        super().__init__()
+        check_positive_int("image_size", image_size)
+        check_positive_int("batch_size", batch_size)
+        if in_chans != 3:
+            raise ValueError(f"in_chans={in_chans} is not valid: image folders are read as RGB (3)")
+        self.save_hyperparameters()
+        self.num_classes, self.in_chans, self.image_size = num_classes, in_chans, image_size
+        self.num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
+        root = Path(data_dir)
+        self.classes = class_names(root / "train")
+        if not (root / "val").is_dir():
+            raise ConfigError(f"data.data_dir={data_dir!r} has no val/ folder of class folders")
+        test_split = "test" if (root / "test").is_dir() else "val"
+        self.samples = {
+            split: list_split(root, folder, self.classes)
+            for split, folder in (("train", "train"), ("val", "val"), ("test", test_split))
+        }
+        if strict:
+            bad = unreadable([path for split in self.samples.values() for path, _ in split])
+            if bad:
+                raise ConfigError(
+                    f"data.strict=true: {len(bad)} image(s) cannot be decoded: "
+                    f"{', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}"
+                )
+        self.bad_files: set[str] = set()
+
+    def _transform(self, training: bool) -> Callable:
+        from timm.data import create_transform  # imported here: only image-folder runs need it
+
+        hp = self.hparams
+        common = {"input_size": hp.image_size, "interpolation": hp.interpolation,
+                  "mean": tuple(hp.mean), "std": tuple(hp.std)}  # fmt: skip
+        if not training:
+            return create_transform(**common, is_training=False, crop_pct=hp.crop_pct)
+        return create_transform(
+            **common, is_training=True, hflip=hp.hflip, color_jitter=hp.color_jitter,
+            auto_augment=hp.auto_augment, re_prob=hp.re_prob,
+        )  # fmt: skip
+
+    def _loader(self, split: str, training: bool) -> DataLoader:
+        return DataLoader(
+            SkipBadImages(self.samples[split], self._transform(training)),
+            batch_size=self.hparams.batch_size,
+            shuffle=training,
+            num_workers=self.num_workers,
+            collate_fn=collate_skipping_bad,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", training=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", training=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", training=False)
+
+    def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        images, labels, bad = batch
+        self.bad_files.update(bad)
+        return images, labels

@@ -1,0 +1,73 @@
+"""The base of the small data sets held whole in memory as uint8 tensors (digits, CIFAR,
+synthetic). Batches are cut from the tensors and augmented on the device they land on, in one
+batched call, so no per-image Python or PIL work is done and no worker process is needed."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+from mobilenet_lab.checks import check_positive_int
+from mobilenet_lab.data.batch_transforms import resize
+
+Batch = tuple[Tensor, Tensor]
+SPLITS = ("train", "val", "test")
+
+
+class InMemoryDataModule(L.LightningDataModule):
+    """Subclasses fill ``self.splits`` with uint8 image / int64 label tensors in ``load`` and
+    say how a training batch is augmented in ``augment``. ``batch_size`` is per device."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    pixel_max = 255.0  # value of a white pixel in the stored tensors
+
+    def __init__(self, image_size: int, batch_size: int, num_classes: int, in_chans: int) -> None:
+        super().__init__()
+        check_positive_int("image_size", image_size)
+        check_positive_int("batch_size", batch_size)
+        self.image_size, self.batch_size = image_size, batch_size
+        self.num_classes, self.in_chans = num_classes, in_chans
+        self.splits: dict[str, TensorDataset] = {}
+
+    def load(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """(uint8 images N x C x H x W, int64 labels N) for each of train / val / test."""
+        raise NotImplementedError
+
+    def augment(self, images: Tensor) -> Tensor:
+        """A training batch (float, 0-1, stored size) -> augmented, at ``image_size``."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:
+            self.splits = {name: TensorDataset(*tensors) for name, tensors in self.load().items()}
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.splits[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        images, labels = batch
+        images = images.float() / self.pixel_max
+        if self.trainer is not None and self.trainer.training:
+            images = self.augment(images)
+        else:
+            images = resize(images, self.image_size)
+        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        return (images - mean) / std, labels

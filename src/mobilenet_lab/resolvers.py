@@ -1,0 +1,12 @@
+"""OmegaConf resolvers the configs use; imported by the entry points before Hydra composes."""
+
+from omegaconf import OmegaConf
+
+
+def _count_classes(data_dir: str) -> int:
+    from mobilenet_lab.data.imagefolder import count_classes
+
+    return count_classes(data_dir)
+
+
+OmegaConf.register_new_resolver("count_classes", _count_classes, replace=True)

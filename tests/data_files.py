@@ -1,0 +1,55 @@
+"""Small data sets written in their real on-disk formats, for the tests to read."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CIFAR_LAYOUT = {  # name -> (folder, train files, test file, meta file, label key, meta key)
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch",
+                "batches.meta", "labels", "label_names"),
+    "cifar100": ("cifar-100-python", ["train"], "test", "meta", "fine_labels",
+                 "fine_label_names"),
+}  # fmt: skip
+
+
+def write_cifar(root: Path, name: str, per_file: int = 20, classes: int = 10) -> Path:
+    """torchvision's python-pickle layout: dicts of uint8 rows (3 x 32 x 32) and labels."""
+    folder, train_files, test_file, meta_file, label_key, meta_key = CIFAR_LAYOUT[name]
+    out = root / folder
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for file in [*train_files, test_file]:
+        batch = {"data": rng.integers(0, 256, (per_file, 3072), dtype=np.uint8),
+                 label_key: rng.integers(0, classes, per_file).tolist()}  # fmt: skip
+        (out / file).write_bytes(pickle.dumps(batch))
+    (out / meta_file).write_bytes(pickle.dumps({meta_key: [f"c{i}" for i in range(classes)]}))
+    return root
+
+
+def write_image_tree(
+    root: Path,
+    classes: int = 3,
+    per_class: int = 4,
+    corrupt: bool = False,
+    empty_class: bool = False,
+) -> Path:
+    """``train/`` and ``val/`` of small JPEGs; optionally one truncated JPEG and one empty class."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in range(classes):
+            folder = root / split / f"class_{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.jpg", quality=90)
+    if corrupt:
+        good = (root / "train" / "class_0" / "0.jpg").read_bytes()
+        (root / "train" / "class_0" / "broken.jpg").write_bytes(good[: len(good) // 3])
+    if empty_class:
+        (root / "train" / "empty_class").mkdir()
+        (root / "val" / "empty_class").mkdir()
+    return root

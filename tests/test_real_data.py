@@ -1,0 +1,117 @@
+"""CIFAR-10/100 and ImageFolder data modules on small files in their real on-disk formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mobilenet_lab.checks import ConfigError
+from mobilenet_lab.config import check_train_config
+from mobilenet_lab.data.batch_transforms import random_crop_flip
+from mobilenet_lab.data.cifar import CIFARDataModule
+from mobilenet_lab.data.imagefolder import ImageFolderDataModule
+from mobilenet_lab.data.synthetic import SyntheticDataModule
+from mobilenet_lab.training import train
+from tests.data_files import write_cifar, write_image_tree
+
+SHORT = ["model.alpha=0.25", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+         "~callbacks.model_summary", "data.batch_size=16"]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "classes"), [("cifar10", 10), ("cifar100", 100)])
+def test_cifar_trains_one_epoch(make_cfg, tmp_path: Path, name: str, classes: int) -> None:
+    write_cifar(tmp_path / "cifar", name, per_file=40 if name == "cifar10" else 200,
+                classes=classes)  # fmt: skip
+    overrides = [f"data={name}", f"data.data_dir={tmp_path / 'cifar'}", "data.download=false",
+                 "data.val_size=40", *SHORT]  # fmt: skip
+    report = train(make_cfg("train", overrides, tmp_path / "run"))
+    assert report["data"] == name and set(report["test"]) == {"test/acc", "test/acc5", "test/loss"}
+    dm = CIFARDataModule(name, str(tmp_path / "cifar"), False, classes, val_size=40)
+    dm.setup()
+    images = dm.splits["train"].tensors[0]
+    assert images.dtype == torch.uint8 and images.shape[1:] == (3, 32, 32)
+
+
+def test_cifar_val_split_is_fixed_and_disjoint(tmp_path: Path) -> None:
+    write_cifar(tmp_path, "cifar10", per_file=40)
+    splits = []
+    for _ in range(2):
+        dm = CIFARDataModule("cifar10", str(tmp_path), download=False, val_size=30)
+        dm.setup()
+        splits.append(dm.splits)
+    assert len(splits[0]["train"]) == 170 and len(splits[0]["val"]) == 30
+    assert torch.equal(splits[0]["val"].tensors[0], splits[1]["val"].tensors[0])
+    assert len(splits[0]["test"]) == 40
+
+
+def test_cifar_offline_without_files_says_where(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no cifar10 files in .*cifar-10-batches-py.*"
+                                          r"data\.download=true"):  # fmt: skip
+        CIFARDataModule("cifar10", str(tmp_path / "nowhere"), download=False)
+
+
+def test_crop_flip_is_a_shifted_or_mirrored_copy() -> None:
+    torch.manual_seed(0)
+    images = torch.rand(64, 3, 8, 8)
+    out = random_crop_flip(images, padding=2, flip=True)
+    assert out.shape == images.shape
+    centre = out[:, :, 2:6, 2:6]
+    # Each output's centre is a window of its own (possibly mirrored) input.
+    for i in range(4):
+        candidates = [images[i], images[i].flip(-1)]
+        windows = [
+            c[:, y : y + 4, x : x + 4] for c in candidates for y in range(5) for x in range(5)
+        ]
+        assert any(torch.equal(centre[i], w) for w in windows)
+    assert not torch.equal(out, images)
+
+
+def test_imagefolder_skips_and_reports_a_corrupt_jpeg(make_cfg, tmp_path: Path) -> None:
+    tree = write_image_tree(tmp_path / "tree", corrupt=True)
+    overrides = ["data=imagefolder", f"data.data_dir={tree}", "data.image_size=32",
+                 "data.num_workers=0", "data.batch_size=4", *SHORT]  # fmt: skip
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image\(s\)[\s\S]*broken\.jpg"):
+        report = train(make_cfg("train", overrides, tmp_path / "run"))
+    assert report["data"] == "imagefolder" and 0 <= report["test"]["test/acc"] <= 1
+
+
+def test_imagefolder_classes_come_from_the_data(make_cfg, image_tree: Path) -> None:
+    cfg = make_cfg("train", ["data=imagefolder", f"data.data_dir={image_tree}"])
+    assert cfg.data.num_classes == cfg.model.num_classes == 3
+    dm = ImageFolderDataModule(str(image_tree), num_classes=3, num_workers=0, image_size=32)
+    images, labels, bad = next(iter(dm.train_dataloader()))
+    assert images.shape == (len(labels), 3, 32, 32) and bad == []
+    assert dm.samples["test"] == dm.samples["val"]  # no test/ folder: test = val
+
+
+def test_imagefolder_strict_lists_broken_files(tmp_path: Path) -> None:
+    tree = write_image_tree(tmp_path, corrupt=True)
+    with pytest.raises(ConfigError, match=r"strict=true: 1 image\(s\) cannot be decoded: .*broken"):
+        ImageFolderDataModule(str(tree), num_classes=3, strict=True)
+
+
+def test_imagefolder_empty_class_and_missing_split_fail_at_start(make_cfg, tmp_path: Path) -> None:
+    tree = write_image_tree(tmp_path / "tree", empty_class=True)
+    cfg = make_cfg("train", ["data=imagefolder", f"data.data_dir={tree}"])
+    with pytest.raises(
+        ConfigError, match=r"class folder\(s\) of train/ hold no images.*empty_class"
+    ):
+        check_train_config(cfg)
+    cfg = make_cfg("train", ["data=imagefolder", f"data.data_dir={tmp_path / 'none'}"])
+    with pytest.raises(ConfigError, match=r"has no train/ folder"):
+        check_train_config(cfg)
+    cfg = make_cfg("train", ["data=imagefolder"])
+    with pytest.raises(ConfigError, match=r"data\.data_dir is not set"):
+        check_train_config(cfg)
+
+
+def test_synthetic_and_mixup_train(make_cfg, tmp_path: Path) -> None:
+    overrides = ["data=synthetic", "data.image_size=32", "data.size=64", "data.num_classes=10",
+                 "module.mixup={mixup_alpha: 0.8, cutmix_alpha: 1.0}", *SHORT]  # fmt: skip
+    report = train(make_cfg("train", overrides, tmp_path / "run"))
+    assert report["data"] == "synthetic" and report["params"] > 0
+    dm = SyntheticDataModule(image_size=16, size=8, in_chans=1)
+    dm.setup()
+    assert dm.splits["train"].tensors[0].shape == (8, 1, 16, 16)
