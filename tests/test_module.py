@@ -41,3 +41,15 @@ def test_channels_last_gives_the_same_logits() -> None:
     expected = net(images)
     module = ImageClassifier(net, 10, channels_last=True).eval()
     torch.testing.assert_close(module(images), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_compile_switch_compiles_in_place() -> None:
+    net = MobileNetV1(alpha=0.25, num_classes=10)
+    names = set(net.state_dict())
+    module = ImageClassifier(net, 10, compile=True)
+    module.configure_model()
+    assert net._compiled_call_impl is not None  # compiled on first call
+    assert set(module.net.state_dict()) == names  # checkpoints keep the plain names
+    plain = ImageClassifier(MobileNetV1(alpha=0.25), 1000)
+    plain.configure_model()
+    assert plain.net._compiled_call_impl is None

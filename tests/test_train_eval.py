@@ -118,3 +118,16 @@ def test_tensorboard_logger_writes_event_files(make_cfg, tmp_path: Path) -> None
     train(make_cfg("train", [*TINY, "trainer.max_epochs=1", "logger=many"], tmp_path / "tb"))
     assert list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
     assert (tmp_path / "tb" / "csv" / "metrics.csv").is_file()
+
+
+def test_hardware_the_machine_lacks_is_refused(make_cfg, monkeypatch) -> None:
+    from mobilenet_lab.config import check_train_config
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(ConfigError, match=r"trainer\.accelerator=gpu but this machine has no GPU"):
+        check_train_config(make_cfg("train", ["trainer=gpu"]))
+    with pytest.raises(ConfigError, match=r"trainer\.precision=16-mixed needs a GPU.*bf16-mixed"):
+        check_train_config(make_cfg("train", ["trainer.precision=16-mixed"]))
+    with pytest.raises(ConfigError, match=r"trainer\.devices=512 but this machine has \d+ CPU"):
+        check_train_config(make_cfg("train", ["trainer=ddp_cpu", "trainer.devices=512"]))
+    check_train_config(make_cfg("train", ["trainer.precision=bf16-mixed"]))  # slow but valid

@@ -20,12 +20,14 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from mobilenet_lab.callbacks import RUN_CONFIG_KEY
 from mobilenet_lab.checks import ConfigError
+from mobilenet_lab.trainer import check_trainer_config
 
 RESTORED_GROUPS = ("model", "data", "module")
 
 
 def check_train_config(cfg: DictConfig) -> None:
     """What ``src/train.py`` needs before it may create a run folder."""
+    check_trainer_config(cfg.trainer)
     check_model_and_data(cfg)
 
 
@@ -36,6 +38,7 @@ def check_profile_config(cfg: DictConfig) -> None:
 
 def check_eval_config(cfg: DictConfig) -> None:
     """What ``src/eval.py`` needs: a readable checkpoint, and its run's config still valid."""
+    check_trainer_config(cfg.trainer)
     checkpoint = load_checkpoint(cfg.ckpt_path)
     merged, _ = restore_run_config(
         cfg, checkpoint, cfg.hydra.overrides.task, dict(cfg.hydra.runtime.choices)

@@ -38,6 +38,7 @@ class ImageClassifier(L.LightningModule):
         channels_last: bool = False,
         no_weight_decay: Sequence[str] = ("norm", "bias", "depthwise"),
         mixup: dict | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
@@ -57,6 +58,12 @@ class ImageClassifier(L.LightningModule):
         self.val_metrics = collection.clone(prefix="val/")
         self.test_metrics = collection.clone(prefix="test/")
         self.val_acc_best = MaxMetric()
+
+    def configure_model(self) -> None:
+        """``compile=true``: torch.compile the network in place (its parameter names and
+        checkpoints stay those of the plain network)."""
+        if self.hparams.compile and self.net._compiled_call_impl is None:
+            self.net.compile()
 
     def forward(self, images: Tensor) -> Tensor:
         if self.hparams.channels_last:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
+
+from mobilenet_lab.checks import ConfigError
 
 
 def build_loggers(cfg: DictConfig) -> list[Logger]:
@@ -22,3 +25,31 @@ def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -
     return instantiate(
         cfg.trainer, callbacks=[*callbacks, *extra_callbacks], logger=loggers or False
     )
+
+
+def check_trainer_config(trainer: DictConfig) -> None:
+    """Refuses hardware settings this machine cannot run, before any work starts."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    accelerator = str(trainer.get("accelerator", "auto"))
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0)
+    if on_gpu and gpus == 0:
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} but this machine has no GPU: use trainer=cpu, "
+            "or trainer=ddp_cpu for several CPU processes"
+        )
+    precision = str(trainer.get("precision", 32))
+    if not on_gpu and precision.startswith("16"):
+        raise ConfigError(
+            f"trainer.precision={precision} needs a GPU: on a CPU use 32 or bf16-mixed "
+            "(bf16 on a CPU is much slower than 32: about 20x on the 2-core machines here)"
+        )
+    devices = trainer.get("devices", 1)
+    available = gpus if on_gpu else os.cpu_count() or 1
+    if isinstance(devices, int) and devices > available:
+        kind = "GPUs" if on_gpu else "CPU cores"
+        raise ConfigError(
+            f"trainer.devices={devices} but this machine has {available} {kind}: "
+            f"use trainer.devices=1 to {available}"
+        )
