@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,7 @@ BAD_INPUT = [
     ),
     (["model.init_from=missing.safetensors"], "model.init_from='missing.safetensors' does not"),
     (["data=imagefolder"], "data.data_dir is not set"),
+    (["ckpt_path=last"], "ckpt_path=last but no run under"),
     (
         ["data=cifar10", "data.download=false", "data.data_dir=/nowhere"],
         "no cifar10 files in /nowhere/cifar-10-batches-py (data.download=false)",
@@ -159,3 +161,35 @@ def test_default_command_trains_to_high_accuracy(tmp_path: Path) -> None:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test"]["test/acc"] >= 0.95
     assert metrics["epochs"] == 35 and metrics["model"] == "mobilenet_v1"
+
+
+RESUMABLE = ["model.alpha=0.5", "trainer.max_epochs=5", "trainer.deterministic=true",
+             "trainer.enable_progress_bar=false", "~callbacks.model_summary"]  # fmt: skip
+
+
+def test_killed_run_resumed_with_ckpt_path_last_matches_an_uninterrupted_one(
+    tmp_path: Path,
+) -> None:
+    straight = run_cli("src/train.py", *RESUMABLE, f"paths.log_dir={tmp_path / 'a'}")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    (expected_dir,) = runs(tmp_path / "a")
+    expected = json.loads((expected_dir / "metrics.json").read_text())
+
+    logs = tmp_path / "b"
+    command = [sys.executable, "src/train.py", *RESUMABLE, f"paths.log_dir={logs}"]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not list(logs.glob("train/runs/*/checkpoints/last.ckpt")) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL, mid-run: after the first epoch's checkpoint
+    proc.wait()
+    (run_dir,) = runs(logs)
+    assert not (run_dir / "metrics.json").exists(), "the run finished before it was killed"
+
+    resumed = run_cli("src/train.py", *RESUMABLE, f"paths.log_dir={logs}", "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert runs(logs) == [run_dir]  # continued in its own folder
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == expected["epochs"] == 5
+    assert metrics["test"] == expected["test"]
+    assert metrics["val"] == expected["val"]

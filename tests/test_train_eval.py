@@ -131,3 +131,50 @@ def test_hardware_the_machine_lacks_is_refused(make_cfg, monkeypatch) -> None:
     with pytest.raises(ConfigError, match=r"trainer\.devices=512 but this machine has \d+ CPU"):
         check_train_config(make_cfg("train", ["trainer=ddp_cpu", "trainer.devices=512"]))
     check_train_config(make_cfg("train", ["trainer.precision=bf16-mixed"]))  # slow but valid
+
+
+def test_resuming_another_network_is_refused(trained: dict, make_cfg) -> None:
+    from mobilenet_lab.config import check_train_config
+
+    ckpt = trained["best_checkpoint"]
+    check_train_config(make_cfg("train", [f"ckpt_path={ckpt}", "model.alpha=0.25"]))
+    with pytest.raises(
+        ConfigError, match=r"holds another network \(model\.alpha=0\.25 there, 1\.0"
+    ):
+        check_train_config(make_cfg("train", [f"ckpt_path={ckpt}"]))
+    overrides = [f"ckpt_path={ckpt}", "model.alpha=0.25", "data=synthetic"]
+    with pytest.raises(ConfigError, match=r"model\.num_classes=10 there, 1000 here"):
+        check_train_config(make_cfg("train", overrides))
+
+
+def test_resume_last_picks_the_newest_run(tmp_path: Path) -> None:
+    from mobilenet_lab.config import resolve_resume
+
+    for stamp in ("2026-01-01_00-00-00_000001", "2026-01-01_00-00-00_000002"):
+        folder = tmp_path / "train" / "runs" / stamp / "checkpoints"
+        folder.mkdir(parents=True)
+        (folder / "last.ckpt").write_bytes(b"x")
+    assert resolve_resume("last", str(tmp_path), "train").parent.parent.name.endswith("000002")
+    with pytest.raises(ConfigError, match="ckpt_path=last but no run under"):
+        resolve_resume("last", str(tmp_path / "empty"), "train")
+
+
+def test_a_checkpoint_save_killed_midway_leaves_the_previous_one(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from lightning.fabric.plugins import TorchCheckpointIO
+
+    from mobilenet_lab.trainer import AtomicCheckpointIO
+
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"epoch": 1, "weights": torch.ones(3)}, path)
+
+    def dies_while_writing(self, checkpoint, target, storage_options=None) -> None:
+        Path(target).write_bytes(b"half a checkpoint")
+        raise KeyboardInterrupt  # the process is stopped in the middle of the write
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", dies_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"epoch": 2, "weights": torch.zeros(3)}, path)
+    assert torch.load(path, weights_only=True)["epoch"] == 1

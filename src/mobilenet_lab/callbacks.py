@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import time
 from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 RUN_CONFIG_KEY = "mobilenet_lab_run"
@@ -56,3 +59,33 @@ class BadFileReport(L.Callback):
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._report(trainer)
+
+
+class RNGState(L.Callback):
+    """Saves the random number generators' states in each checkpoint and restores them on
+    resume, so that a resumed run draws the same shuffles and augmentations as an uninterrupted
+    one (Lightning saves model, optimizer, scheduler and loop state, not the RNGs)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        np_state = np.random.get_state()
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        name, keys, *rest = state_dict["numpy"]
+        np.random.set_state((name, keys.numpy(), *rest))
+        random.setstate(_as_tuples(state_dict["python"]))
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+def _as_tuples(value: Any) -> Any:
+    """random.setstate wants the tuples it gave, which a checkpoint may hand back as lists."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, list | tuple) else value

@@ -23,12 +23,49 @@ from mobilenet_lab.checks import ConfigError
 from mobilenet_lab.trainer import check_trainer_config
 
 RESTORED_GROUPS = ("model", "data", "module")
+EVAL_EXAMPLE = "e.g. ckpt_path=logs/train/runs/<time>/checkpoints/best.ckpt"
+RESUME_EXAMPLE = "e.g. ckpt_path=last"
 
 
 def check_train_config(cfg: DictConfig) -> None:
     """What ``src/train.py`` needs before it may create a run folder."""
     check_trainer_config(cfg.trainer)
     check_model_and_data(cfg)
+    if cfg.get("ckpt_path"):
+        check_resumable(cfg, load_checkpoint(cfg.ckpt_path, example=RESUME_EXAMPLE))
+
+
+def resolve_resume(ckpt_path: str, log_dir: str, task: str) -> Path:
+    """``last``: the newest run of ``task`` that saved a ``last.ckpt``; else the path itself."""
+    if ckpt_path != "last":
+        path = Path(ckpt_path)
+        if not path.is_file():
+            raise ConfigError(f"ckpt_path={ckpt_path!r} does not exist: {RESUME_EXAMPLE}")
+        return path.resolve()
+    runs = sorted(Path(log_dir, task, "runs").glob("*/checkpoints/last.ckpt"))
+    if not runs:
+        raise ConfigError(
+            f"ckpt_path=last but no run under {Path(log_dir, task, 'runs')} has a "
+            "checkpoints/last.ckpt: start a run without ckpt_path first"
+        )
+    return runs[-1].resolve()  # folder names are timestamps: the last sorts newest
+
+
+def check_resumable(cfg: DictConfig, checkpoint: dict[str, Any]) -> None:
+    """The checkpoint must be of the network this config builds, for the same classes."""
+    saved = checkpoint[RUN_CONFIG_KEY]["config"]["model"]
+    current = OmegaConf.to_container(cfg.model, resolve=True)
+    differences = [
+        f"{key}={saved.get(key)!r} there, {current.get(key)!r} here"
+        for key in sorted(set(saved) | set(current))
+        if saved.get(key) != current.get(key) and key != "init_from"
+    ]
+    if differences:
+        listing = "; model.".join(differences)
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path!r} holds another network (model.{listing}): resume with "
+            "the run's own model settings"
+        )
 
 
 def check_profile_config(cfg: DictConfig) -> None:
@@ -84,9 +121,8 @@ def _config_error_in(error: BaseException | None) -> ConfigError | None:
     return error
 
 
-def load_checkpoint(ckpt_path: str | None) -> dict[str, Any]:
+def load_checkpoint(ckpt_path: str | None, example: str = EVAL_EXAMPLE) -> dict[str, Any]:
     """Reads a checkpoint written by ``src/train.py`` (tensors and plain data only)."""
-    example = "e.g. ckpt_path=logs/train/runs/<time>/checkpoints/best.ckpt"
     if not ckpt_path:
         raise ConfigError(f"ckpt_path is not set: give the checkpoint to score, {example}")
     path = Path(ckpt_path)

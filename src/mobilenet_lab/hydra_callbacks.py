@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.utils import get_method
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict, read_write
 
 from mobilenet_lab.checks import ConfigError
 
@@ -33,6 +34,28 @@ class ValidateConfig(Callback):
             for job_overrides in batch:
                 job = compose(config_name, overrides=job_overrides, return_hydra_config=True)
                 _exit_on_config_error(self.check, job)
+
+
+class ResumeRun(Callback):
+    """``ckpt_path=last`` (or a checkpoint path) continues that run in its own folder: the
+    path is resolved and Hydra's run folder pointed at the run's, before Hydra creates one.
+    Hydra's files for the resumed part go to ``.hydra/resumed_<time>`` beside the first ones."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not config.get("ckpt_path"):
+            return
+        from mobilenet_lab.config import resolve_resume
+
+        try:
+            checkpoint = resolve_resume(config.ckpt_path, config.paths.log_dir, config.task_name)
+        except ConfigError as error:
+            print(f"Error: {error}", file=sys.stderr)
+            sys.exit(2)
+        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
+        with read_write(config), open_dict(config):
+            config.ckpt_path = str(checkpoint)
+            config.hydra.run.dir = str(checkpoint.parent.parent)
+            config.hydra.output_subdir = f".hydra/resumed_{stamp}"
 
 
 class SummariseSweep(Callback):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
@@ -53,3 +56,15 @@ def check_trainer_config(trainer: DictConfig) -> None:
             f"trainer.devices={devices} but this machine has {available} {kind}: "
             f"use trainer.devices=1 to {available}"
         )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file and renames it into place, so a run killed
+    while saving leaves the previous ``last.ckpt`` whole."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        tmp = Path(f"{path}.tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)

@@ -37,7 +37,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_config = SaveRunConfig(OmegaConf.to_container(cfg, resolve=True), choices)
     trainer = build_trainer(cfg, extra_callbacks=[timer, run_config])
 
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     val_metrics = scalar_metrics(trainer.callback_metrics, ["val/"])
     best = _best_checkpoint(trainer)
     test_metrics = scalar_metrics(
