@@ -178,3 +178,23 @@ def test_a_checkpoint_save_killed_midway_leaves_the_previous_one(
     with pytest.raises(KeyboardInterrupt):
         io.save_checkpoint({"epoch": 2, "weights": torch.zeros(3)}, path)
     assert torch.load(path, weights_only=True)["epoch"] == 1
+
+
+@pytest.mark.parametrize("callbacks", ["default", "ema"])
+def test_ema_on_and_off(make_cfg, tmp_path: Path, callbacks: str) -> None:
+    from mobilenet_lab.evaluation import checkpoint_weights
+
+    overrides = [f"callbacks={callbacks}", *TINY, "model.alpha=0.25"]
+    report = train(make_cfg("train", overrides, tmp_path / "train"))
+    checkpoint = load_checkpoint(report["best_checkpoint"])
+    averaged = checkpoint_weights(checkpoint, "averaged")
+    trained = checkpoint_weights(checkpoint, "trained")
+    key = "net.classifier.weight"
+    if callbacks == "ema":  # both sets of weights are in the checkpoint, and they differ
+        assert not torch.equal(averaged[key], trained[key])
+        assert "current_model_state" in checkpoint
+    else:
+        assert torch.equal(averaged[key], trained[key])
+    cfg = make_cfg("eval", [f"ckpt_path={report['best_checkpoint']}", "weights=trained",
+                            "trainer.limit_test_batches=2"], tmp_path / "eval")  # fmt: skip
+    assert evaluate(cfg)["weights"] == "trained"

@@ -76,6 +76,8 @@ def check_profile_config(cfg: DictConfig) -> None:
 def check_eval_config(cfg: DictConfig) -> None:
     """What ``src/eval.py`` needs: a readable checkpoint, and its run's config still valid."""
     check_trainer_config(cfg.trainer)
+    if cfg.weights not in ("averaged", "trained"):
+        raise ConfigError(f"weights={cfg.weights!r} is not valid: use averaged or trained")
     checkpoint = load_checkpoint(cfg.ckpt_path)
     merged, _ = restore_run_config(
         cfg, checkpoint, cfg.hydra.overrides.task, dict(cfg.hydra.runtime.choices)

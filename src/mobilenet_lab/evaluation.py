@@ -29,7 +29,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.module, net=instantiate(cfg.model))
-    module.load_state_dict(checkpoint["state_dict"])
+    module.load_state_dict(checkpoint_weights(checkpoint, cfg.weights))
     trainer = build_trainer(cfg)
     test_metrics = scalar_metrics(trainer.test(module, datamodule=datamodule)[0], ["test/"])
     report = {
@@ -39,6 +39,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "data": choices.get("data"),
         "alpha": cfg.model.get("alpha"),
         "image_size": cfg.data.image_size,
+        "weights": cfg.weights,
         "test": test_metrics,
         "wall_time_s": round(time.time() - started, 3),
         "overrides": list(hydra_cfg.overrides.task),
@@ -47,3 +48,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         write_json_atomic(output_dir / "metrics.json", report)
         rich.print(report)
     return report
+
+
+def checkpoint_weights(checkpoint: dict[str, Any], weights: str) -> dict[str, Any]:
+    """``averaged``: the checkpoint's ``state_dict`` (the EMA weights when the run used
+    ``callbacks=ema``, else the trained ones); ``trained``: the weights the optimizer trained."""
+    if weights == "trained":
+        return checkpoint.get("current_model_state") or checkpoint["state_dict"]
+    return checkpoint["state_dict"]
