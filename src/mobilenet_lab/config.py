@@ -20,7 +20,7 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from mobilenet_lab.callbacks import RUN_CONFIG_KEY
 from mobilenet_lab.checks import ConfigError
-from mobilenet_lab.trainer import check_trainer_config
+from mobilenet_lab.trainer import check_trainer_config, per_device_batch_size
 
 RESTORED_GROUPS = ("model", "data", "module")
 EVAL_EXAMPLE = "e.g. ckpt_path=logs/train/runs/<time>/checkpoints/best.ckpt"
@@ -30,6 +30,7 @@ RESUME_EXAMPLE = "e.g. ckpt_path=last"
 def check_train_config(cfg: DictConfig) -> None:
     """What ``src/train.py`` needs before it may create a run folder."""
     check_trainer_config(cfg.trainer)
+    per_device_batch_size(cfg)
     check_model_and_data(cfg)
     if cfg.get("ckpt_path"):
         check_resumable(cfg, load_checkpoint(cfg.ckpt_path, example=RESUME_EXAMPLE))

@@ -1,5 +1,7 @@
 """OmegaConf resolvers the configs use; imported by the entry points before Hydra composes."""
 
+import os
+
 from omegaconf import OmegaConf
 
 
@@ -10,3 +12,4 @@ def _count_classes(data_dir: str) -> int:
 
 
 OmegaConf.register_new_resolver("count_classes", _count_classes, replace=True)
+OmegaConf.register_new_resolver("abspath", lambda path: os.path.abspath(path), replace=True)

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mobilenet_lab.checks import ConfigError
 
@@ -32,8 +33,6 @@ def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -
 
 def check_trainer_config(trainer: DictConfig) -> None:
     """Refuses hardware settings this machine cannot run, before any work starts."""
-    import torch
-
     gpus = torch.cuda.device_count()
     accelerator = str(trainer.get("accelerator", "auto"))
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0)
@@ -68,3 +67,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         tmp = Path(f"{path}.tmp")
         super().save_checkpoint(checkpoint, tmp, storage_options)
         os.replace(tmp, path)
+
+
+def per_device_batch_size(cfg: DictConfig) -> int:
+    """``data.batch_size``, or ``global_batch_size`` split over devices x nodes x accumulation
+    (a ConfigError when it does not divide)."""
+    if not cfg.get("global_batch_size"):
+        return cfg.data.batch_size
+    trainer = cfg.trainer
+    devices = trainer.get("devices", 1)
+    if not isinstance(devices, int):  # "auto": every GPU, or one CPU process
+        devices = len(devices) if OmegaConf.is_list(devices) else max(1, torch.cuda.device_count())
+    share = devices * trainer.get("num_nodes", 1) * trainer.get("accumulate_grad_batches", 1)
+    if cfg.global_batch_size % share:
+        raise ConfigError(
+            f"global_batch_size={cfg.global_batch_size} does not divide over {share} "
+            f"(devices x nodes x accumulation): use a multiple of {share}"
+        )
+    return cfg.global_batch_size // share

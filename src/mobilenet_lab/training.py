@@ -7,14 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mobilenet_lab.callbacks import FirstStepTimer, SaveRunConfig
+from mobilenet_lab.optimizer import build_optimizer
 from mobilenet_lab.run_files import print_config_tree, scalar_metrics, write_json_atomic
-from mobilenet_lab.trainer import build_trainer
+from mobilenet_lab.trainer import build_trainer, per_device_batch_size
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -24,18 +26,35 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     choices = dict(HydraConfig.get().runtime.choices)
     print_config_tree(cfg, save_to=output_dir / "config_tree.log")
     L.seed_everything(cfg.seed, workers=True)
+    with open_dict(cfg):
+        cfg.data.batch_size = per_device_batch_size(cfg)
 
+    timer = FirstStepTimer()
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    run_config = SaveRunConfig(resolved, choices)
+    trainer = build_trainer(cfg, extra_callbacks=[timer, run_config])
+    global_batch = global_batch_size(cfg.data.batch_size, trainer)
     datamodule = instantiate(cfg.data)
     net = instantiate(cfg.model)
     module = instantiate(
         cfg.module,
         net=net,
-        optimizer=instantiate(cfg.optimizer),
+        optimizer=build_optimizer(cfg.optimizer, global_batch),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
     )
-    timer = FirstStepTimer()
-    run_config = SaveRunConfig(OmegaConf.to_container(cfg, resolve=True), choices)
-    trainer = build_trainer(cfg, extra_callbacks=[timer, run_config])
+    facts = {
+        "model": choices.get("model"),
+        "data": choices.get("data"),
+        "alpha": cfg.model.get("alpha"),
+        "image_size": cfg.data.image_size,
+        "params": sum(p.numel() for p in net.parameters()),
+        "mult_adds": mult_adds(net, cfg.data.in_chans, cfg.data.image_size),
+        "global_batch_size": global_batch,
+        "lr": module.optimizer_factory.keywords.get("lr"),
+    }
+    recipe = {key: resolved[key] for key in ("module", "optimizer", "scheduler")}
+    for logger in trainer.loggers:  # once per run, beside the data module's own hparams
+        logger.log_hyperparams({**facts, **recipe})
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     val_metrics = scalar_metrics(trainer.callback_metrics, ["val/"])
@@ -46,11 +65,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     finished = time.time()
     report = {
         "task": cfg.task_name,
-        "model": choices.get("model"),
-        "data": choices.get("data"),
-        "alpha": cfg.model.get("alpha"),
-        "image_size": cfg.data.image_size,
-        "params": sum(p.numel() for p in net.parameters()),
+        **facts,
         "val": val_metrics,
         "test": test_metrics,
         "epochs": trainer.current_epoch,
@@ -63,6 +78,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         write_json_atomic(output_dir / "metrics.json", report)
     return report
+
+
+def global_batch_size(per_device: int, trainer: L.Trainer) -> int:
+    """Images per optimizer step: per-device batch x devices x nodes x accumulation."""
+    return per_device * trainer.num_devices * trainer.num_nodes * trainer.accumulate_grad_batches
+
+
+def mult_adds(net: torch.nn.Module, in_chans: int, size: int) -> int:
+    """Mult-adds of one image through ``net`` (counted in eval mode, which changes nothing)."""
+    from mobilenet_lab.profiling import count_by_layer_type
+
+    was_training = net.training
+    counts = count_by_layer_type(net.eval(), torch.zeros(1, in_chans, size, size))
+    net.train(was_training)
+    return sum(counts["mult_adds"].values())
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str:
