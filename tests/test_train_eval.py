@@ -198,3 +198,19 @@ def test_ema_on_and_off(make_cfg, tmp_path: Path, callbacks: str) -> None:
     cfg = make_cfg("eval", [f"ckpt_path={report['best_checkpoint']}", "weights=trained",
                             "trainer.limit_test_batches=2"], tmp_path / "eval")  # fmt: skip
     assert evaluate(cfg)["weights"] == "trained"
+
+
+def test_lr_scales_from_the_global_batch(make_cfg, tmp_path: Path) -> None:
+    overrides = [*TINY, "model.alpha=0.25", "optimizer.lr_base=0.2", "global_batch_size=64"]
+    report = train(make_cfg("train", overrides, tmp_path / "run"))
+    assert report["global_batch_size"] == 64
+    assert report["lr"] == pytest.approx(0.2 * 64 / 256)
+    assert report["mult_adds"] > 0
+
+
+def test_a_global_batch_that_does_not_divide_is_refused(make_cfg) -> None:
+    from mobilenet_lab.config import check_train_config
+
+    overrides = ["trainer=ddp_cpu", "trainer.accumulate_grad_batches=3", "global_batch_size=100"]
+    with pytest.raises(ConfigError, match=r"global_batch_size=100 does not divide over 6"):
+        check_train_config(make_cfg("train", overrides))

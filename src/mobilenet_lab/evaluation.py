@@ -13,11 +13,16 @@ from omegaconf import DictConfig
 
 from mobilenet_lab.config import load_checkpoint, restore_run_config
 from mobilenet_lab.run_files import print_config_tree, scalar_metrics, write_json_atomic
-from mobilenet_lab.trainer import build_trainer
+from mobilenet_lab.trainer import build_trainer, ddp_job
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Tests ``cfg.ckpt_path``; prints the metrics and writes them to ``metrics.json``."""
+    with ddp_job():
+        return _evaluate(cfg)
+
+
+def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     hydra_cfg = HydraConfig.get()
     checkpoint = load_checkpoint(cfg.ckpt_path)

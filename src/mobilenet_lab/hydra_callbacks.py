@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -56,6 +58,20 @@ class ResumeRun(Callback):
             config.ckpt_path = str(checkpoint)
             config.hydra.run.dir = str(checkpoint.parent.parent)
             config.hydra.output_subdir = f".hydra/resumed_{stamp}"
+
+
+class OneFolderPerRun(Callback):
+    """Processes of rank > 0 started by torchrun or SLURM (not by Lightning, which passes its
+    children the run folder) would each make a run folder of their own: their Hydra output goes
+    to a temporary folder instead, and rank 0's folder holds the run (Lightning broadcasts the
+    checkpoint folder, and only rank 0 writes metrics)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+        explicit = any(o.startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra)
+        if rank > 0 and not explicit:
+            with read_write(config), open_dict(config):
+                config.hydra.run.dir = tempfile.mkdtemp(prefix=f"mobilenet_lab_rank{rank}_")
 
 
 class SummariseSweep(Callback):

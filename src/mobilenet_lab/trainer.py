@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +87,32 @@ def per_device_batch_size(cfg: DictConfig) -> int:
             f"(devices x nodes x accumulation): use a multiple of {share}"
         )
     return cfg.global_batch_size // share
+
+
+@contextmanager
+def ddp_job() -> Iterator[None]:
+    """Runs one job so that Lightning's DDP works in a Hydra multirun too.
+
+    Lightning starts DDP children by re-running this command with ``hydra.run.dir`` set to the
+    run's folder; inside a multirun job that command would start the whole sweep again, so it
+    becomes this job's own overrides and folder. After the job, the process group is closed and
+    the environment Lightning set (``LOCAL_RANK``, ``MASTER_PORT``...) is put back, so that the
+    next job launches its own children."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import read_write
+
+    hydra_cfg = HydraConfig.get()
+    environment, argv = dict(os.environ), list(sys.argv)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+        with read_write(hydra_cfg):
+            hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(environment)
+        sys.argv = argv

@@ -16,11 +16,16 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from mobilenet_lab.callbacks import FirstStepTimer, SaveRunConfig
 from mobilenet_lab.optimizer import build_optimizer
 from mobilenet_lab.run_files import print_config_tree, scalar_metrics, write_json_atomic
-from mobilenet_lab.trainer import build_trainer, per_device_batch_size
+from mobilenet_lab.trainer import build_trainer, ddp_job, per_device_batch_size
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Trains ``cfg.model`` on ``cfg.data``, tests the best checkpoint, writes ``metrics.json``."""
+    with ddp_job():
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     output_dir = Path(cfg.paths.output_dir)
     choices = dict(HydraConfig.get().runtime.choices)

@@ -1,0 +1,95 @@
+"""DDP on CPU processes (gloo): Lightning's launcher, torchrun "nodes", and Hydra multiruns."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+TINY = ["debug=limit", "trainer.enable_progress_bar=false", "~callbacks.model_summary",
+        "model.alpha=0.25"]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_multirun_with_ddp_makes_one_sweep_and_one_folder_per_job(tmp_path: Path) -> None:
+    result = run_cli("src/train.py", "-m", "trainer=ddp_cpu", "model.dropout=0.0,0.1", *TINY,
+                     f"paths.log_dir={tmp_path}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "train" / "multiruns").glob("*")  # the children started no sweep
+    assert not (tmp_path / "train" / "runs").exists()  # nor run folders of their own
+    for job in ("0", "1"):
+        assert (sweep / job / "train_ddp_process_1.log").is_file()  # rank 1 wrote here
+        assert (
+            json.loads((sweep / job / "metrics.json").read_text())["global_batch_size"] == 2 * 128
+        )
+
+
+def test_two_torchrun_nodes_on_localhost_share_one_run(tmp_path: Path) -> None:
+    port = free_port()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                "--nproc-per-node=1",
+                f"--node-rank={rank}",
+                "--master-addr=127.0.0.1",
+                f"--master-port={port}",
+                "src/train.py",
+                "trainer=ddp_cpu",
+                "trainer.devices=1",
+                "trainer.num_nodes=2",
+                *TINY,
+                f"paths.log_dir={tmp_path}",
+            ],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    (run_dir,) = (tmp_path / "train" / "runs").glob("*")  # rank 1 made no folder of its own
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["global_batch_size"] == 2 * 128 and metrics["epochs"] == 2
+
+
+def test_every_logger_writes_its_files(tmp_path: Path) -> None:
+    result = run_cli("src/train.py", "logger=[csv,tensorboard,mlflow,wandb]", *TINY,
+                     f"paths.log_dir={tmp_path}", env={"WANDB_MODE": "offline"})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "train" / "runs").glob("*")
+    assert (run_dir / "csv" / "metrics.csv").is_file()
+    hparams = (run_dir / "csv" / "hparams.yaml").read_text()
+    assert "mult_adds:" in hparams and "global_batch_size: 128" in hparams
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "mlflow").glob("*/*/metrics/test/acc"))
+    assert list((run_dir / "wandb").glob("offline-run-*"))
+
+
+def test_slurm_launcher_config_composes() -> None:
+    result = run_cli("src/train.py", "hydra/launcher=slurm", "trainer=ddp", "trainer.devices=8",
+                     "trainer.num_nodes=2", "hydra.launcher.partition=gpu", "--cfg", "hydra")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for line in ("nodes: ${trainer.num_nodes}", "tasks_per_node: ${trainer.devices}",
+                 "gpus_per_node: ${trainer.devices}", "partition: gpu", "max_num_timeout: 3",
+                 "submitit_launcher.SlurmLauncher"):  # fmt: skip
+        assert line in result.stdout
