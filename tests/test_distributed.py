@@ -86,8 +86,9 @@ def test_every_logger_writes_its_files(tmp_path: Path) -> None:
 
 
 def test_slurm_launcher_config_composes() -> None:
-    result = run_cli("src/train.py", "hydra/launcher=slurm", "trainer=ddp", "trainer.devices=8",
-                     "trainer.num_nodes=2", "hydra.launcher.partition=gpu", "--cfg", "hydra")  # fmt: skip
+    overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=8", "trainer.num_nodes=2",
+                 "hydra.launcher.partition=gpu"]  # fmt: skip
+    result = run_cli("src/train.py", *overrides, "--cfg", "hydra")
     assert result.returncode == 0, result.stderr[-3000:]
     for line in ("nodes: ${trainer.num_nodes}", "tasks_per_node: ${trainer.devices}",
                  "gpus_per_node: ${trainer.devices}", "partition: gpu", "max_num_timeout: 3",
