@@ -94,3 +94,20 @@ def test_slurm_launcher_config_composes() -> None:
                  "gpus_per_node: ${trainer.devices}", "partition: gpu", "max_num_timeout: 3",
                  "submitit_launcher.SlurmLauncher"):  # fmt: skip
         assert line in result.stdout
+
+
+def test_ddp_metrics_are_synced_across_ranks(tmp_path: Path) -> None:
+    """Two ranks each test half of the 270 digits; the synced result is the whole set's."""
+    full_test = [*TINY, "trainer.limit_test_batches=1.0"]
+    result = run_cli("src/train.py", "trainer=ddp_cpu", *full_test, f"paths.log_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "train" / "runs").glob("*")
+    ddp = json.loads((run_dir / "metrics.json").read_text())["test"]
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    result = run_cli("src/eval.py", f"ckpt_path={ckpt}", "trainer.enable_progress_bar=false",
+                     f"paths.log_dir={tmp_path}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (eval_dir,) = (tmp_path / "eval" / "runs").glob("*")
+    single = json.loads((eval_dir / "metrics.json").read_text())["test"]
+    assert ddp["test/acc"] == pytest.approx(single["test/acc"], abs=1e-6)
+    assert ddp["test/loss"] == pytest.approx(single["test/loss"], rel=1e-4)

@@ -115,3 +115,14 @@ def test_synthetic_and_mixup_train(make_cfg, tmp_path: Path) -> None:
     dm = SyntheticDataModule(image_size=16, size=8, in_chans=1)
     dm.setup()
     assert dm.splits["train"].tensors[0].shape == (8, 1, 16, 16)
+
+
+@pytest.mark.parametrize("recipe", ["cifar_v1", "cifar_v3"])
+def test_cifar_recipes_train(make_cfg, tmp_path: Path, recipe: str) -> None:
+    write_cifar(tmp_path / "cifar", "cifar10", per_file=40)
+    overrides = [f"experiment={recipe}", f"data.data_dir={tmp_path / 'cifar'}",
+                 "data.download=false", "data.val_size=40", *SHORT]  # fmt: skip
+    if recipe == "cifar_v3":
+        overrides.remove("model.alpha=0.25")
+    report = train(make_cfg("train", overrides, tmp_path / "run"))
+    assert report["data"] == "cifar10" and report["epochs"] == 1
