@@ -14,6 +14,7 @@ from torch import nn
 
 from mobilenet_lab.data.digits import DigitsDataModule
 from mobilenet_lab.module import ImageClassifier
+from mobilenet_lab.optimizer import build_optimizer
 from mobilenet_lab.trainer import build_trainer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -54,7 +55,7 @@ def test_model_config_instantiates_the_network(make_cfg) -> None:
 def test_optimizer_and_scheduler_instantiate(make_cfg, optimizer: str, scheduler: str) -> None:
     cfg = make_cfg("train", [f"optimizer={optimizer}", f"scheduler={scheduler}"])
     params = [nn.Parameter(torch.zeros(2))]
-    opt = instantiate(cfg.optimizer)(params)
+    opt = build_optimizer(cfg.optimizer, global_batch_size=256)(params)
     assert isinstance(opt, torch.optim.Optimizer)
     if cfg.scheduler is None:
         assert scheduler == "none"
