@@ -81,6 +81,7 @@ def test_imagefolder_classes_come_from_the_data(make_cfg, image_tree: Path) -> N
     cfg = make_cfg("train", ["data=imagefolder", f"data.data_dir={image_tree}"])
     assert cfg.data.num_classes == cfg.model.num_classes == 3
     dm = ImageFolderDataModule(str(image_tree), num_classes=3, num_workers=0, image_size=32)
+    dm.setup()
     images, labels, bad = next(iter(dm.train_dataloader()))
     assert images.shape == (len(labels), 3, 32, 32) and bad == []
     assert dm.samples["test"] == dm.samples["val"]  # no test/ folder: test = val
@@ -88,8 +89,9 @@ def test_imagefolder_classes_come_from_the_data(make_cfg, image_tree: Path) -> N
 
 def test_imagefolder_strict_lists_broken_files(tmp_path: Path) -> None:
     tree = write_image_tree(tmp_path, corrupt=True)
+    dm = ImageFolderDataModule(str(tree), num_classes=3, strict=True)
     with pytest.raises(ConfigError, match=r"strict=true: 1 image\(s\) cannot be decoded: .*broken"):
-        ImageFolderDataModule(str(tree), num_classes=3, strict=True)
+        dm.setup()
 
 
 def test_imagefolder_empty_class_and_missing_split_fail_at_start(make_cfg, tmp_path: Path) -> None:

@@ -109,10 +109,8 @@ def _instantiate_or_explain(cfg: DictConfig, key: str) -> Any:
         if cause is not None:
             raise cause from error
         raise ConfigError(f"{error.full_key}: {str(error).splitlines()[0]}") from error
-    except InstantiationException as error:
+    except InstantiationException as error:  # components name their argument; add the group
         cause = error.__cause__
-        if isinstance(cause, ConfigError) and str(cause).startswith("data."):
-            raise cause from error  # already names its full key
         cause = cause if isinstance(cause, ValueError | TypeError) else error
         raise ConfigError(f"{key}.{cause}") from error
 

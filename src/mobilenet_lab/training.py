@@ -29,10 +29,10 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     output_dir = Path(cfg.paths.output_dir)
     choices = dict(HydraConfig.get().runtime.choices)
-    print_config_tree(cfg, save_to=output_dir / "config_tree.log")
-    L.seed_everything(cfg.seed, workers=True)
     with open_dict(cfg):
         cfg.data.batch_size = per_device_batch_size(cfg)
+    print_config_tree(cfg, save_to=output_dir / "config_tree.log")
+    L.seed_everything(cfg.seed, workers=True)
 
     timer = FirstStepTimer()
     resolved = OmegaConf.to_container(cfg, resolve=True)

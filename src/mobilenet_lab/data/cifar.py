@@ -84,7 +84,7 @@ class CIFARDataModule(InMemoryDataModule):
 
     def _missing_files_message(self, dataset: type[CIFAR10], root: Path) -> str:
         return (
-            f"data.data_dir={str(root)!r}: no {self.hparams.name} files in "
+            f"data_dir={str(root)!r}: no {self.hparams.name} files in "
             f"{root / dataset.base_folder} (data.download=false). Run once with "
             f"data.download=true on a machine with internet, or unpack {dataset.filename} "
             f"from {dataset.url} into {root}"

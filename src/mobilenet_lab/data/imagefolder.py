@@ -34,24 +34,23 @@ def count_classes(data_dir: str) -> int:
     return len(class_names(train))
 
 
-def list_split(data_dir: Path, split: str, classes: list[str]) -> list[tuple[str, int]]:
-    """(path, class index) for every image of a split; a ConfigError for an empty class."""
-    split_dir = data_dir / split
-    samples, empty = [], []
-    for index, name in enumerate(classes):
-        files = sorted(
-            str(path) for path in (split_dir / name).glob("*")
-            if path.suffix.lower() in IMAGE_SUFFIXES
-        )  # fmt: skip
-        if not files:
-            empty.append(str(split_dir / name))
-        samples += [(path, index) for path in files]
-    if empty:
-        raise ConfigError(
-            f"data.data_dir={str(data_dir)!r}: {len(empty)} class folder(s) of {split}/ hold no "
-            f"images ({', '.join(empty[:5])}): add images or remove the folder(s)"
-        )
-    return samples
+def list_split(split_dir: Path, classes: list[str]) -> list[tuple[str, int]]:
+    """(path, class index) for every image of a split."""
+    return [
+        (str(path), index)
+        for index, name in enumerate(classes)
+        for path in sorted((split_dir / name).iterdir())
+        if path.suffix.lower() in IMAGE_SUFFIXES
+    ]
+
+
+def empty_class_folders(split_dir: Path, classes: list[str]) -> list[str]:
+    """Class folders holding no image; stops reading each folder at its first image."""
+    return [
+        str(split_dir / name)
+        for name in classes
+        if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in (split_dir / name).iterdir())
+    ]
 
 
 def unreadable(paths: list[str]) -> list[str]:
@@ -97,8 +96,9 @@ def collate_skipping_bad(samples: list[tuple[Any, Any]]) -> tuple[Tensor, Tensor
 class ImageFolderDataModule(L.LightningDataModule):
     """``num_classes`` is the number of class folders in ``train/`` (the config resolves it
     from the data). ``batch_size`` is per device; ``num_workers=null`` means one per CPU core
-    (at most 8). ``strict=true`` decodes every image at start-up and fails listing the broken
-    ones; otherwise they are skipped and reported at the end of each epoch."""
+    (at most 8). Construction only checks the folders (cheap: the config check builds this
+    module too); ``setup`` lists the images. ``strict=true`` decodes every image there and fails
+    listing the broken ones; otherwise they are skipped and reported at the end of each epoch."""
 
     def __init__(
         self,
@@ -129,20 +129,31 @@ class ImageFolderDataModule(L.LightningDataModule):
         root = Path(data_dir)
         self.classes = class_names(root / "train")
         if not (root / "val").is_dir():
-            raise ConfigError(f"data.data_dir={data_dir!r} has no val/ folder of class folders")
-        test_split = "test" if (root / "test").is_dir() else "val"
-        self.samples = {
-            split: list_split(root, folder, self.classes)
-            for split, folder in (("train", "train"), ("val", "val"), ("test", test_split))
-        }
-        if strict:
-            bad = unreadable([path for split in self.samples.values() for path, _ in split])
+            raise ConfigError(f"data_dir={data_dir!r} has no val/ folder of class folders")
+        test = "test" if (root / "test").is_dir() else "val"
+        self.split_dirs = {"train": root / "train", "val": root / "val", "test": root / test}
+        for split_dir in dict.fromkeys(self.split_dirs.values()):
+            empty = empty_class_folders(split_dir, self.classes)
+            if empty:
+                raise ConfigError(
+                    f"data_dir={data_dir!r}: {len(empty)} class folder(s) of {split_dir.name}/ "
+                    f"hold no images ({', '.join(empty[:5])}): add images or remove the folder(s)"
+                )
+        self.samples: dict[str, list[tuple[str, int]]] = {}
+        self.bad_files: set[str] = set()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Lists every image (once); with ``strict``, decodes them all and fails on broken ones."""
+        if self.samples:
+            return
+        self.samples = {split: list_split(d, self.classes) for split, d in self.split_dirs.items()}
+        if self.hparams.strict:
+            bad = unreadable(sorted({path for split in self.samples.values() for path, _ in split}))
             if bad:
                 raise ConfigError(
                     f"data.strict=true: {len(bad)} image(s) cannot be decoded: "
                     f"{', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}"
                 )
-        self.bad_files: set[str] = set()
 
     def _transform(self, training: bool) -> Callable:
         from timm.data import create_transform  # imported here: only image-folder runs need it
