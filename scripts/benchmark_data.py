@@ -11,9 +11,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Import from the repository root, not scripts/: scripts/profile.py would shadow the standard
-# library's `profile`, which cProfile (imported by torch) imports.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+# The repository root on the import path, for the test-data writers in tests/data_files.py.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import math

@@ -109,4 +109,4 @@ def test_run_dirs_use_microsecond_timestamps(make_cfg) -> None:
 def test_eval_config_composes(make_cfg) -> None:
     cfg = make_cfg("eval", ["ckpt_path=x.ckpt"])
     assert cfg.task_name == "eval" and cfg.ckpt_path == "x.ckpt"
-    assert cfg.hydra.callbacks.validate.check == "mobilenet_lab.config.check_eval_config"
+    assert cfg.hydra.callbacks.validate.check == "mobilenet_lab.startup_checks.check_eval_config"

@@ -76,8 +76,8 @@ def test_row_has_speed_and_memory_and_is_written(make_cfg, tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_profile_multirun_writes_one_csv_row_per_model_and_size(tmp_path: Path) -> None:
-    result = run_cli("scripts/profile.py", "-m", "model.alpha=1.0,0.25", "data.image_size=224,128",
-                     *FAST, f"paths.log_dir={tmp_path}")  # fmt: skip
+    result = run_cli("scripts/profile_model.py", "-m", "model.alpha=1.0,0.25",
+                     "data.image_size=224,128", *FAST, f"paths.log_dir={tmp_path}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (tmp_path / "profile" / "multiruns").glob("*")
     with open(sweep / "summary.csv") as file:

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from mobilenet_lab.checks import ConfigError
-from mobilenet_lab.config import check_train_config
 from mobilenet_lab.data.batch_transforms import random_crop_flip
 from mobilenet_lab.data.cifar import CIFARDataModule
 from mobilenet_lab.data.imagefolder import ImageFolderDataModule
 from mobilenet_lab.data.synthetic import SyntheticDataModule
+from mobilenet_lab.startup_checks import check_train_config
 from mobilenet_lab.training import train
 from tests.data_files import write_cifar, write_image_tree
 

@@ -46,7 +46,7 @@ class ResumeRun(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.get("ckpt_path"):
             return
-        from mobilenet_lab.config import resolve_resume
+        from mobilenet_lab.startup_checks import resolve_resume
 
         try:
             checkpoint = resolve_resume(config.ckpt_path, config.paths.log_dir, config.task_name)

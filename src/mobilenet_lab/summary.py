@@ -53,6 +53,11 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: s
 
 
 def _format(value: Any) -> str:
+    """Counts as people read them (76524800 -> 76.5 M); the CSV keeps the exact numbers."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**4:
+        for scale, suffix in ((10**9, "G"), (10**6, "M"), (10**3, "k")):
+            if abs(value) >= scale:
+                return f"{value / scale:.3g} {suffix}"
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}"
     return "" if value is None else str(value)

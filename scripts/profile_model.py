@@ -1,15 +1,8 @@
-"""Profile a model: ``python scripts/profile.py model=mobilenet_v1 data.image_size=160``.
+"""Profile a model: ``python scripts/profile_model.py model=mobilenet_v1 data.image_size=160``.
 
 Prints a table and writes ``metrics.json`` / ``profile.csv`` in the run folder; with ``-m``,
 one row per job in the sweep folder's ``summary.csv``.
 """
-
-import sys
-from pathlib import Path
-
-# Import from the repository root, not scripts/: scripts/profile.py would shadow the standard
-# library's `profile`, which cProfile (imported by torch) imports.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import hydra
 from omegaconf import DictConfig

@@ -1,0 +1,78 @@
+"""A run's config as its checkpoint stores it: reading a checkpoint safely, and rebuilding the
+config ``eval.py`` scores it with (the run's model, data and module, then the user's overrides)."""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from mobilenet_lab.callbacks import RUN_CONFIG_KEY
+from mobilenet_lab.checks import ConfigError
+
+RESTORED_GROUPS = ("model", "data", "module")
+EVAL_EXAMPLE = "e.g. ckpt_path=logs/train/runs/<time>/checkpoints/best.ckpt"
+RESUME_EXAMPLE = "e.g. ckpt_path=last"
+
+
+def load_checkpoint(ckpt_path: str | None, example: str = EVAL_EXAMPLE) -> dict[str, Any]:
+    """Reads a checkpoint written by ``src/train.py`` (tensors and plain data only)."""
+    if not ckpt_path:
+        raise ConfigError(f"ckpt_path is not set: give the checkpoint to score, {example}")
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path!r} does not exist: {example}")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r} is not a PyTorch checkpoint (not the zip archive that "
+            f"torch.save writes): {example}"
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a damaged archive: torch raises many types
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r} is not a readable PyTorch checkpoint ({reason}): {example}"
+        ) from error
+    if not isinstance(checkpoint, dict) or RUN_CONFIG_KEY not in checkpoint:
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r} is a PyTorch file but not a checkpoint written by "
+            f"src/train.py (it has no run config inside): {example}"
+        )
+    return checkpoint
+
+
+def restore_run_config(
+    cfg: DictConfig,
+    checkpoint: dict[str, Any],
+    overrides: Sequence[str],
+    choices: dict[str, str],
+) -> tuple[DictConfig, dict[str, str]]:
+    """The eval config with the run's ``model``, ``data`` and ``module``, then the user's own
+    overrides.
+
+    A group the user chose again (``data=...``) is taken whole from ``cfg``; a key the user set
+    (``data.batch_size=...``) is copied from ``cfg`` onto the saved group. Returns the config
+    and the group choices (model and data names) it stands for.
+    """
+    run = checkpoint[RUN_CONFIG_KEY]
+    saved = OmegaConf.create(run["config"])
+    restored_choices = {**choices, **{g: run["choices"][g] for g in RESTORED_GROUPS}}
+    merged = cfg.copy()
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    keys = [override.key_or_group for override in parsed]
+    for group in RESTORED_GROUPS:
+        if group in keys:
+            restored_choices[group] = choices[group]
+            continue
+        with open_dict(merged):
+            merged[group] = saved[group]
+        for key in keys:
+            if key.startswith(f"{group}."):
+                OmegaConf.update(merged, key, OmegaConf.select(cfg, key), force_add=True)
+    return merged, restored_choices
