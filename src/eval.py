@@ -4,13 +4,15 @@ import hydra
 from omegaconf import DictConfig
 
 import mobilenet_lab.resolvers  # noqa: F401  (registers the resolvers the configs use)
+from mobilenet_lab.checks import exit_on_config_error
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     from mobilenet_lab.evaluation import evaluate  # imported here so --help and --cfg stay fast
 
-    evaluate(cfg)
+    with exit_on_config_error():  # errors raised at run time too: one line, exit 2
+        evaluate(cfg)
 
 
 if __name__ == "__main__":

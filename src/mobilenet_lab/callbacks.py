@@ -11,11 +11,14 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
+from mobilenet_lab.loggers import LOGGER_IDS_KEY, logger_ids
+
 RUN_CONFIG_KEY = "mobilenet_lab_run"
 
 
 class SaveRunConfig(L.Callback):
-    """Stores the run's composed config in every checkpoint, so ``eval.py`` needs only the path."""
+    """Stores the run's composed config in every checkpoint, so ``eval.py`` needs only the path,
+    and its loggers' run ids, so that a resumed run continues them."""
 
     def __init__(self, config: dict[str, Any], choices: dict[str, str]) -> None:
         self.config = config
@@ -24,7 +27,11 @@ class SaveRunConfig(L.Callback):
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        checkpoint[RUN_CONFIG_KEY] = {"config": self.config, "choices": self.choices}
+        checkpoint[RUN_CONFIG_KEY] = {
+            "config": self.config,
+            "choices": self.choices,
+            LOGGER_IDS_KEY: logger_ids(trainer),  # a resumed run continues the same runs
+        }
 
 
 class FirstStepTimer(L.Callback):

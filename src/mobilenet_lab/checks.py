@@ -1,8 +1,15 @@
-"""Argument checks shared by models and data modules, so bad config values fail with one line."""
+"""Argument checks shared by models and data modules, so bad config values fail with one line;
+safe loading of the files users name; and the exit that turns a ``ConfigError`` into that line."""
 
 from __future__ import annotations
 
 import math
+import pickle
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -17,3 +24,34 @@ def is_number(value: object) -> bool:
 def check_positive_int(name: str, value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name}={value!r} is not valid: use a whole number >= 1")
+
+
+@contextmanager
+def exit_on_config_error() -> Iterator[None]:
+    """A ``ConfigError`` raised inside (at start-up, or in a Lightning hook at run time) becomes
+    one line on stderr and exit status 2, instead of a traceback."""
+    try:
+        yield
+    except ConfigError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def load_tensors(path: Path, key: str, valid: str) -> Any:
+    """``torch.load`` for files the user names: tensors and plain data only. A file that holds
+    other Python objects (a pickle that could run code when loaded) is refused in our words,
+    and so is one that is not a readable PyTorch file; ``valid`` says what would be."""
+    import torch  # here, so that the entry points' --help does not wait for torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # weights_only refused an object: never load it
+        raise ConfigError(
+            f"{key}={str(path)!r} holds Python objects (a pickle that could run code when "
+            f"loaded), refused for safety: {valid}"
+        ) from error
+    except Exception as error:  # a damaged archive: torch raises many types
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+        raise ConfigError(
+            f"{key}={str(path)!r} is not a readable PyTorch file ({reason}): {valid}"
+        ) from error

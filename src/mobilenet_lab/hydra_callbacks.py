@@ -1,9 +1,9 @@
-"""Hydra callbacks: check every job's config before any run folder exists; summarise sweeps."""
+"""Hydra callbacks: the folder a run writes to (a fresh one, or the resumed run's), config checks
+before any folder exists, and the summary of a sweep."""
 
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from collections.abc import Callable
 from datetime import datetime
@@ -17,7 +17,7 @@ from hydra.experimental.callback import Callback
 from hydra.utils import get_method
 from omegaconf import DictConfig, open_dict, read_write
 
-from mobilenet_lab.checks import ConfigError
+from mobilenet_lab.checks import ConfigError, exit_on_config_error
 
 
 class ValidateConfig(Callback):
@@ -28,36 +28,80 @@ class ValidateConfig(Callback):
         self.check: Callable[[DictConfig], None] = get_method(check)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _exit_on_config_error(self.check, config)
+        with exit_on_config_error():
+            self.check(config)
 
     def on_multirun_start(self, config: DictConfig, config_name: str, **kwargs: Any) -> None:
         parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
         for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None):
             for job_overrides in batch:
                 job = compose(config_name, overrides=job_overrides, return_hydra_config=True)
-                _exit_on_config_error(self.check, job)
+                with exit_on_config_error():
+                    self.check(job)
 
 
-class ResumeRun(Callback):
-    """``ckpt_path=last`` (or a checkpoint path) continues that run in its own folder: the
-    path is resolved and Hydra's run folder pointed at the run's, before Hydra creates one.
-    Hydra's files for the resumed part go to ``.hydra/resumed_<time>`` beside the first ones."""
+class RunFolder(Callback):
+    """Decides the folder a run writes to, before Hydra creates it.
+
+    A new run never shares a folder with another run (Lightning's loggers would delete or mix
+    its files): a ``hydra.run.dir`` that already holds a run is refused. With ``resume`` (the
+    train entry point), ``ckpt_path=last`` or a checkpoint path continues that run in its own
+    folder instead: the path is resolved and Hydra's run folder pointed at the run's; Hydra's
+    files for the resumed part go to ``.hydra/resumed_<time>`` beside the first ones.
+    ``task_name`` names the folders, so it must be a folder name."""
+
+    def __init__(self, resume: bool = False) -> None:
+        self.resume = resume
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if not config.get("ckpt_path"):
-            return
+        with exit_on_config_error():
+            check_task_name(config.task_name)
+            if self.resume and config.get("ckpt_path"):
+                self._point_at_resumed_run(config)
+            elif not _joins_another_process(config):
+                check_fresh_run_dir(Path(config.hydra.run.dir))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with exit_on_config_error():
+            check_task_name(config.task_name)
+
+    @staticmethod
+    def _point_at_resumed_run(config: DictConfig) -> None:
         from mobilenet_lab.startup_checks import resolve_resume
 
-        try:
-            checkpoint = resolve_resume(config.ckpt_path, config.paths.log_dir, config.task_name)
-        except ConfigError as error:
-            print(f"Error: {error}", file=sys.stderr)
-            sys.exit(2)
+        checkpoint = resolve_resume(config.ckpt_path, config.paths.log_dir, config.task_name)
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
         with read_write(config), open_dict(config):
             config.ckpt_path = str(checkpoint)
             config.hydra.run.dir = str(checkpoint.parent.parent)
             config.hydra.output_subdir = f".hydra/resumed_{stamp}"
+
+
+def check_task_name(task_name: object) -> None:
+    """``task_name`` is a free label, but it becomes a folder under ``paths.log_dir``."""
+    name = str(task_name)
+    if not name or name in (".", "..") or any(c in name for c in '/\\:*?"<>|\0'):
+        raise ConfigError(
+            f"task_name={task_name!r} is not a folder name: use letters, digits, '-', '_' or '.' "
+            "(e.g. task_name=cifar_ablation; runs go to logs/<task_name>/)"
+        )
+
+
+def check_fresh_run_dir(run_dir: Path) -> None:
+    """A folder that holds a run (Hydra's ``.hydra``, checkpoints or metrics) is not reused."""
+    markers = [m for m in (".hydra", "checkpoints", "metrics.json") if (run_dir / m).exists()]
+    if markers:
+        raise ConfigError(
+            f"hydra.run.dir={str(run_dir)!r} already holds a run ({', '.join(markers)}): "
+            "give a new folder, or leave hydra.run.dir unset for a new timestamped one (to "
+            "continue that training run: ckpt_path=<its checkpoints/last.ckpt>)"
+        )
+
+
+def _joins_another_process(config: DictConfig) -> bool:
+    """Processes of rank > 0 write into rank 0's folder (Lightning's DDP children) or into a
+    temporary one (``OneFolderPerRun``): the folder is rank 0's to check."""
+    return _rank() > 0 or int(os.environ.get("LOCAL_RANK", "0")) > 0
 
 
 class OneFolderPerRun(Callback):
@@ -67,7 +111,7 @@ class OneFolderPerRun(Callback):
     checkpoint folder, and only rank 0 writes metrics)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+        rank = _rank()
         explicit = any(o.startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra)
         if rank > 0 and not explicit:
             with read_write(config), open_dict(config):
@@ -88,9 +132,6 @@ class SummariseSweep(Callback):
         print_table(rows, self.columns, title=f"{config.task_name} multirun summary")
 
 
-def _exit_on_config_error(check: Callable[[DictConfig], None], config: DictConfig) -> None:
-    try:
-        check(config)
-    except ConfigError as error:
-        print(f"Error: {error}", file=sys.stderr)
-        sys.exit(2)
+def _rank() -> int:
+    """The global rank torchrun or SLURM gave this process (0 when neither started it)."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))

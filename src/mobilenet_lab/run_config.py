@@ -8,12 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mobilenet_lab.callbacks import RUN_CONFIG_KEY
-from mobilenet_lab.checks import ConfigError
+from mobilenet_lab.checks import ConfigError, load_tensors
 
 RESTORED_GROUPS = ("model", "data", "module")
 EVAL_EXAMPLE = "e.g. ckpt_path=logs/train/runs/<time>/checkpoints/best.ckpt"
@@ -32,13 +31,9 @@ def load_checkpoint(ckpt_path: str | None, example: str = EVAL_EXAMPLE) -> dict[
             f"ckpt_path={ckpt_path!r} is not a PyTorch checkpoint (not the zip archive that "
             f"torch.save writes): {example}"
         )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a damaged archive: torch raises many types
-        reason = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
-        raise ConfigError(
-            f"ckpt_path={ckpt_path!r} is not a readable PyTorch checkpoint ({reason}): {example}"
-        ) from error
+    checkpoint = load_tensors(
+        path, "ckpt_path", f"give a checkpoint written by src/train.py, {example}"
+    )
     if not isinstance(checkpoint, dict) or RUN_CONFIG_KEY not in checkpoint:
         raise ConfigError(
             f"ckpt_path={ckpt_path!r} is a PyTorch file but not a checkpoint written by "

@@ -13,21 +13,19 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from mobilenet_lab.checks import ConfigError
+from mobilenet_lab.loggers import ResumePoint, build_loggers
 
 
-def build_loggers(cfg: DictConfig) -> list[Logger]:
-    """One logger per entry of the ``logger`` group (empty with ``logger=null``)."""
-    return [instantiate(node) for node in (cfg.get("logger") or {}).values() if node]
-
-
-def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
-    """The trainer with every callback in the ``callbacks`` group plus the caller's own."""
+def build_trainer(
+    cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = (), resume: ResumePoint | None = None
+) -> L.Trainer:
+    """The trainer with every callback in the ``callbacks`` group plus the caller's own, and the
+    loggers of the ``logger`` group (continuing a resumed run's history at ``resume``)."""
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node]
-    loggers = build_loggers(cfg)
+    loggers = build_loggers(cfg, resume)
     return instantiate(
         cfg.trainer, callbacks=[*callbacks, *extra_callbacks], logger=loggers or False
     )

@@ -13,8 +13,10 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mobilenet_lab.callbacks import FirstStepTimer, SaveRunConfig
+from mobilenet_lab.callbacks import RUN_CONFIG_KEY, FirstStepTimer, SaveRunConfig
+from mobilenet_lab.loggers import resume_point
 from mobilenet_lab.optimizer import build_optimizer
+from mobilenet_lab.run_config import load_checkpoint
 from mobilenet_lab.run_files import print_config_tree, scalar_metrics, write_json_atomic
 from mobilenet_lab.trainer import build_trainer, ddp_job, per_device_batch_size
 
@@ -37,7 +39,10 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     timer = FirstStepTimer()
     resolved = OmegaConf.to_container(cfg, resolve=True)
     run_config = SaveRunConfig(resolved, choices)
-    trainer = build_trainer(cfg, extra_callbacks=[timer, run_config])
+    resume = None
+    if cfg.get("ckpt_path"):
+        resume = resume_point(load_checkpoint(cfg.ckpt_path), RUN_CONFIG_KEY)
+    trainer = build_trainer(cfg, extra_callbacks=[timer, run_config], resume=resume)
     global_batch = global_batch_size(cfg.data.batch_size, trainer)
     datamodule = instantiate(cfg.data)
     net = instantiate(cfg.model)

@@ -96,8 +96,11 @@ class CIFARDataModule(InMemoryDataModule):
             try:
                 dataset(root, download=True)
             except OSError as error:  # offline: URLError and friends
+                reason = str(getattr(error, "reason", error)).strip("<>")
                 raise ConfigError(
-                    f"{self._missing_files_message(dataset, root)} ({error})"
+                    f"data.download=true: downloading {dataset.filename} from {dataset.url} "
+                    f"into {root} failed ({reason}): run on a machine with internet, or unpack "
+                    f"that archive into {root} yourself"
                 ) from error
 
     def load(self) -> dict[str, tuple[Tensor, Tensor]]:

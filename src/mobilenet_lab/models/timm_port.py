@@ -10,10 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
-from mobilenet_lab.checks import ConfigError
+from mobilenet_lab.checks import ConfigError, load_tensors
 from mobilenet_lab.models.mobilenet_v1 import MobileNetV1
 
 TIMM_PREFIX = "timm:"
@@ -45,7 +44,12 @@ def read_timm_state_dict(source: str) -> dict[str, Tensor]:
         from safetensors.torch import load_file
 
         return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_tensors(
+        path,
+        "init_from",
+        "give a .safetensors file or a torch.save file "
+        "of tensors holding a timm mobilenetv1_100 state dict",
+    )
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 

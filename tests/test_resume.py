@@ -1,0 +1,158 @@
+"""A resumed run keeps its whole history (CSV rows, TensorBoard folder, the MLflow run), and no
+new run writes into a folder that holds another run."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+TINY = ["model.alpha=0.25", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1", "trainer.enable_progress_bar=false",
+        "~callbacks.model_summary"]  # fmt: skip
+
+
+def the_run(log_dir: Path, task: str = "train") -> Path:
+    (run_dir,) = sorted((log_dir / task / "runs").glob("*"))
+    return run_dir
+
+
+def val_epochs(run_dir: Path) -> list[int]:
+    """The epoch of every row of ``metrics.csv`` that holds validation metrics, in file order."""
+    with open(run_dir / "csv" / "metrics.csv", newline="") as file:
+        return [int(row["epoch"]) for row in csv.DictReader(file) if row.get("val/acc")]
+
+
+def test_resume_continues_csv_tensorboard_and_the_mlflow_run(tmp_path: Path) -> None:
+    logged = [*TINY, f"paths.log_dir={tmp_path}", "logger=[csv,tensorboard,mlflow]"]
+    first = run_cli("src/train.py", *logged, "trainer.max_epochs=2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_dir = the_run(tmp_path)
+    assert val_epochs(run_dir) == [0, 1]
+
+    resumed = run_cli("src/train.py", *logged, "trainer.max_epochs=4", "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert the_run(tmp_path) == run_dir
+    assert "will be deleted" not in resumed.stderr + resumed.stdout
+    assert val_epochs(run_dir) == [0, 1, 2, 3]  # the first run's rows kept, each epoch once
+    assert [p.name for p in run_dir.iterdir() if p.name.startswith("tensorboard")] == [
+        "tensorboard"
+    ]
+    # MLflow's file store: <store>/<experiment id>/<run id>/metrics/<key>, one line per value
+    run_folders = [p.parent for p in (tmp_path / "mlflow").glob("*/*/meta.yaml")]
+    assert len(run_folders) == 1, run_folders  # one run id before and after the resume
+    history = (run_folders[0] / "metrics" / "val" / "acc").read_text().splitlines()
+    assert len(history) == 4
+
+
+def test_kill_in_epoch_3_then_resume_logs_each_epoch_once(tmp_path: Path) -> None:
+    args = [*TINY, f"paths.log_dir={tmp_path}", "trainer.max_epochs=4"]
+    env = {"PYTHONPATH": str(ROOT)}
+    killed = run_cli("src/train.py", *args, "+callbacks.kill._target_=tests.kill_switch.KillSwitch",
+                     "+callbacks.kill.epoch=3", "+callbacks.kill.batch=1", env=env)  # fmt: skip
+    assert killed.returncode == -9, killed.stderr[-3000:]  # SIGKILL, in the middle of epoch 3
+    run_dir = the_run(tmp_path)
+    assert not (run_dir / "metrics.json").exists()
+
+    resumed = run_cli("src/train.py", *args, "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert val_epochs(run_dir) == [0, 1, 2, 3]
+    with open(run_dir / "csv" / "metrics.csv", newline="") as file:
+        lr_rows = [row["step"] for row in csv.DictReader(file) if row.get("lr-SGD/pg1")]
+    assert len(lr_rows) == len(set(lr_rows)) == 4  # epoch 3's start logged once, not twice
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 4
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_a_run_into_an_occupied_folder_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    run_dir = tmp_path / "my_run"
+    first = run_cli("src/train.py", *TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = folder_digest(run_dir)
+    assert "csv/metrics.csv" in before and "checkpoints/last.ckpt" in before
+
+    best = run_dir / "checkpoints" / "best.ckpt"
+    for command in [["src/train.py", *TINY, "trainer.max_epochs=1"],
+                    ["src/eval.py", f"ckpt_path={best}"]]:  # fmt: skip
+        second = run_cli(*command, f"hydra.run.dir={run_dir}")
+        assert second.returncode == 2, second.stderr[-3000:]
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and "already holds a run" in lines[0] and str(run_dir) in lines[0]
+        assert folder_digest(run_dir) == before
+
+
+def test_task_name_is_a_free_label_for_train_and_eval(tmp_path: Path) -> None:
+    label = ["task_name=cifar_ablation", f"paths.log_dir={tmp_path}"]
+    trained = run_cli("src/train.py", *TINY, "trainer.max_epochs=1", *label)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    (run_dir,) = sorted((tmp_path / "cifar_ablation" / "runs").glob("*"))
+    best = run_dir / "checkpoints" / "best.ckpt"
+    evaluated = run_cli("src/eval.py", f"ckpt_path={best}", *label)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    folders = sorted((tmp_path / "cifar_ablation" / "runs").glob("*/metrics.json"))
+    assert len(folders) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar_ablation"]
+
+    bad = run_cli("src/train.py", "task_name=a/b", f"paths.log_dir={tmp_path}")
+    assert bad.returncode == 2 and "task_name='a/b' is not a folder name" in bad.stderr
+
+
+def test_cifar_download_failure_offline_is_one_line(tmp_path: Path) -> None:
+    # No network here, and a proxy that does not exist makes sure of it anywhere.
+    offline = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+    result = run_cli("src/train.py", "data=cifar10", "data.download=true",
+                     f"data.data_dir={tmp_path / 'cifar'}", f"paths.log_dir={tmp_path}",
+                     env=offline)  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr + result.stdout
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert "cifar-10-python.tar.gz" in line and "https://www.cs.toronto.edu/" in line
+    assert "failed" in line and str(tmp_path / "cifar") in line
+
+
+class CreatesAFile:
+    """Unpickling this calls ``open(path, "w")``: the file appears if the pickle is loaded."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (open, (str(self.path), "w"))
+
+
+@pytest.mark.parametrize(
+    ("script", "key"),
+    [
+        ("src/train.py", "ckpt_path"),
+        ("src/eval.py", "ckpt_path"),
+        ("src/train.py", "model.init_from"),
+    ],
+)
+def test_a_pickle_that_runs_code_is_refused_in_one_line(
+    tmp_path: Path, script: str, key: str
+) -> None:
+    import torch
+
+    marker = tmp_path / "created_by_the_pickle"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"mobilenet_lab_run": {}, "state_dict": {}, "payload": CreatesAFile(marker)}, evil)
+    result = run_cli(script, f"{key}={evil}", f"paths.log_dir={tmp_path / 'logs'}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "holds Python objects" in lines[0] and "refused" in lines[0]
+    assert "weights_only" not in result.stderr
+    assert not marker.exists()
+    assert not (tmp_path / "logs").exists()
