@@ -85,7 +85,7 @@ def test_trainer_presets_build(make_cfg, overrides: list[str], strategy_name: st
     assert isinstance(trainer, L.Trainer)
     assert type(trainer.strategy).__name__ == strategy_name
     assert {type(logger).__name__ for logger in trainer.loggers} == {
-        "CSVLogger",
+        "ContinuingCSVLogger",
         "TensorBoardLogger",
     }
     names = {type(callback).__name__ for callback in trainer.callbacks}
