@@ -8,13 +8,15 @@ import hydra
 from omegaconf import DictConfig
 
 import mobilenet_lab.resolvers  # noqa: F401  (registers the resolvers the configs use)
+from mobilenet_lab.checks import exit_on_config_error
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="profile")
 def main(cfg: DictConfig) -> None:
     from mobilenet_lab.profiling import profile
 
-    profile(cfg)
+    with exit_on_config_error():
+        profile(cfg)
 
 
 if __name__ == "__main__":
