@@ -15,7 +15,9 @@ RUN_CONFIG_KEY = "mobilenet_lab_run"
 
 
 class SaveRunConfig(L.Callback):
-    """Stores the run's composed config in every checkpoint, so ``eval.py`` needs only the path."""
+    """Stores the run's composed config in every checkpoint, so ``eval.py`` needs only the path,
+    and the data module's class names and normalisation, so predictions read as labels and new
+    images are normalised as the run's were (the digits' mean and std come from their split)."""
 
     def __init__(self, config: dict[str, Any], choices: dict[str, str]) -> None:
         self.config = config
@@ -24,7 +26,14 @@ class SaveRunConfig(L.Callback):
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        checkpoint[RUN_CONFIG_KEY] = {"config": self.config, "choices": self.choices}
+        data = trainer.datamodule
+        checkpoint[RUN_CONFIG_KEY] = {
+            "config": self.config,
+            "choices": self.choices,
+            "class_names": list(getattr(data, "classes", None) or []) or None,
+            "mean": list(data.mean) if hasattr(data, "mean") else None,
+            "std": list(data.std) if hasattr(data, "std") else None,
+        }
 
 
 class FirstStepTimer(L.Callback):
