@@ -53,9 +53,9 @@ class TorchModel:
 class OnnxModel:
     """An ONNX file written by ``src/export.py``, run by ONNX Runtime."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, threads: int | None = None) -> None:
         self.preprocessing = read_onnx_metadata(path)
-        self.session = onnx_session(path)
+        self.session = onnx_session(path, threads)
         self.input_name = self.session.get_inputs()[0].name
 
     def logits(self, images: Tensor) -> Tensor:
@@ -90,13 +90,17 @@ def read_onnx_metadata(path: str) -> Preprocessing:
     return Preprocessing.from_metadata(metadata)
 
 
-def onnx_session(path: str | bytes) -> Any:
-    """An ONNX Runtime session on the CPU (and CUDA first when ONNX Runtime has it)."""
+def onnx_session(path: str, threads: int | None = None) -> Any:
+    """An ONNX Runtime session on the CPU (and CUDA first when ONNX Runtime has it);
+    ``threads``: its intra-op threads (None: ONNX Runtime's default, one per physical core)."""
     import onnxruntime as ort
 
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                  if p in ort.get_available_providers()]  # fmt: skip
-    return ort.InferenceSession(path, providers=providers)
+    return ort.InferenceSession(path, options, providers=providers)
 
 
 def eval_batches(datamodule: Any, split: str, max_images: int | None = None) -> Iterator[tuple]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import Tensor
 
 
@@ -25,13 +26,20 @@ class BatchReader(CalibrationDataReader):
 def quantize_int8(
     fp32_path: Path, int8_path: Path, input_name: str, batches: Iterator[Tensor]
 ) -> None:
-    """Writes the int8 version of ``fp32_path`` to ``int8_path``, calibrated on ``batches``."""
-    quantize_static(
-        str(fp32_path),
-        str(int8_path),
-        BatchReader(input_name, batches),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
+    """Writes the int8 version of ``fp32_path`` to ``int8_path``, calibrated on ``batches``.
+    ONNX Runtime's pre-processing runs first: it removes the Identity nodes the exporter leaves
+    where two folded biases are equal, which the quantizer would otherwise keep in float."""
+    prepared = int8_path.with_name(int8_path.name + ".prepared")
+    try:
+        quant_pre_process(str(fp32_path), str(prepared))
+        quantize_static(
+            str(prepared),
+            str(int8_path),
+            BatchReader(input_name, batches),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+    finally:
+        prepared.unlink(missing_ok=True)
