@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -85,7 +86,7 @@ class Preprocessing:
         with Image.open(path) as image:
             image = image.convert("L" if self.in_chans == 1 else "RGB")
             if self.resize == TIMM_EVAL:
-                return self._timm_transform()(image)
+                return self._timm_transform(image)
             pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
         pixels = pixels.unsqueeze(-1) if pixels.ndim == 2 else pixels
         resized = resize(pixels.permute(2, 0, 1).unsqueeze(0), self.image_size)[0]
@@ -93,6 +94,7 @@ class Preprocessing:
         std = torch.tensor(self.std).view(-1, 1, 1)
         return (resized - mean) / std
 
+    @cached_property
     def _timm_transform(self) -> Any:
         from timm.data import create_transform
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -145,6 +146,8 @@ def check_predict_config(cfg: DictConfig) -> None:
         _positive_int(cfg, key)
     if cfg.device not in ("auto", "cpu") and not str(cfg.device).startswith("cuda"):
         raise ConfigError(f"device={cfg.device!r} is not valid: use auto, cpu or cuda[:N]")
+    if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={cfg.device!r} but this machine has no GPU: use auto or cpu")
     if cfg.ckpt_path and Path(cfg.ckpt_path).suffix.lower() == ".onnx":
         _onnx_installed()
         from mobilenet_lab.inference import read_onnx_metadata
