@@ -51,13 +51,14 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     try:
         write_onnx(net, prep, images[:1], temporary[0])
         report = {"model": choices.get("model"), "alpha": prep.alpha, "image_size": prep.image_size}
-        report.update(compare(net, OnnxModel(str(temporary[0])), images, "fp32"))
+        fp32 = OnnxModel(str(temporary[0]))
+        report.update(compare(net, fp32, images, "fp32"))
         if report["fp32/max_abs_diff"] > cfg.max_abs_diff:
             raise RuntimeError(
                 f"ONNX Runtime's logits differ from PyTorch's by {report['fp32/max_abs_diff']:.2e} "
                 f"(> max_abs_diff={cfg.max_abs_diff}): the export is wrong, nothing was written"
             )
-        report.update(speed(net, {"fp32": OnnxModel(str(temporary[0]))}, images, cfg.speed))
+        report.update(speed(net, {"fp32": fp32}, images, cfg.speed))
         if cfg.quantize:
             report.update(quantize(cfg, datamodule, net, temporary))
         for tmp, path in zip(temporary, paths, strict=True):
