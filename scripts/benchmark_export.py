@@ -120,17 +120,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per measurement")
     parser.add_argument("--batch-size", type=int, default=32, help="for the throughput")
     parser.add_argument("--threads", type=int, default=0, help="0: each library's default")
+    parser.add_argument("--skip-speed", action="store_true", help="only the --ckpt figures")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"threads: torch {torch.get_num_threads()}, ONNX Runtime {args.threads or 'default'}")
     with tempfile.TemporaryDirectory() as tmp:
-        results = speed_at_224(Path(tmp), args.repeats, args.batch_size, args.threads)
-        eager = results["torch/latency_ms_batch_1"]
-        fp32 = results["onnx_fp32/latency_ms_batch_1"]
-        int8 = results["onnx_int8/latency_ms_batch_1"]
-        results["onnx_fp32_over_eager"] = fp32 / eager
-        results["onnx_int8_over_fp32"] = int8 / fp32
+        results: dict[str, float] = {}
+        if not args.skip_speed:
+            results = speed_at_224(Path(tmp), args.repeats, args.batch_size, args.threads)
+            eager = results["torch/latency_ms_batch_1"]
+            fp32 = results["onnx_fp32/latency_ms_batch_1"]
+            int8 = results["onnx_int8/latency_ms_batch_1"]
+            results["onnx_fp32_over_eager"] = fp32 / eager
+            results["onnx_int8_over_fp32"] = int8 / fp32
         if args.ckpt:
             results.update(digits_end_to_end(args.ckpt, Path(tmp) / "digits"))
     width = max(map(len, results))
