@@ -20,21 +20,25 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 
 
+def compose_cfg(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    """Composes a top config as its entry point would, with ``output_dir`` as the run folder."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
 @pytest.fixture
 def make_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
     """Composes ``train`` or ``eval`` with overrides; its run folder is a fresh temp dir."""
 
     def make(config_name: str = "train", overrides: list[str] = (), run_dir: Path | None = None):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
-        output_dir = run_dir or tmp_path / "run"
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(output_dir)
-            cfg.hydra.job.num = 0
-        HydraConfig.instance().set_config(cfg)
-        return cfg
+        return compose_cfg(config_name, overrides, run_dir or tmp_path / "run")
 
     yield make
     GlobalHydra.instance().clear()

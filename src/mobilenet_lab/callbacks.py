@@ -18,6 +18,8 @@ RUN_CONFIG_KEY = "mobilenet_lab_run"
 
 class SaveRunConfig(L.Callback):
     """Stores the run's composed config in every checkpoint, so ``eval.py`` needs only the path,
+    the data module's class names and normalisation, so predictions read as labels and new
+    images are normalised as the run's were (the digits' mean and std come from their split),
     and its loggers' run ids, so that a resumed run continues them."""
 
     def __init__(self, config: dict[str, Any], choices: dict[str, str]) -> None:
@@ -27,9 +29,13 @@ class SaveRunConfig(L.Callback):
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
+        data = trainer.datamodule
         checkpoint[RUN_CONFIG_KEY] = {
             "config": self.config,
             "choices": self.choices,
+            "class_names": list(getattr(data, "classes", None) or []) or None,
+            "mean": list(data.mean) if hasattr(data, "mean") else None,
+            "std": list(data.std) if hasattr(data, "std") else None,
             LOGGER_IDS_KEY: logger_ids(trainer),  # a resumed run continues the same runs
         }
 

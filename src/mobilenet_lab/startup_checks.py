@@ -9,13 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from mobilenet_lab.callbacks import RUN_CONFIG_KEY
-from mobilenet_lab.checks import ConfigError
+from mobilenet_lab.checks import ConfigError, check_positive_int
 from mobilenet_lab.run_config import RESUME_EXAMPLE, load_checkpoint, restore_run_config
 from mobilenet_lab.trainer import check_trainer_config, per_device_batch_size
 
@@ -113,3 +114,65 @@ def _config_error_in(error: BaseException | None) -> ConfigError | None:
     while error is not None and not isinstance(error, ConfigError):
         error = error.__cause__ or error.__context__
     return error
+
+
+def check_export_config(cfg: DictConfig) -> None:
+    """What ``src/export.py`` needs: a checkpoint of this kit, a known quantization, ONNX
+    installed, and the run's config still valid (its data set gives the check images)."""
+    if cfg.weights not in ("averaged", "trained"):
+        raise ConfigError(f"weights={cfg.weights!r} is not valid: use averaged or trained")
+    if cfg.quantize is not None and cfg.quantize != "int8":
+        raise ConfigError(
+            f"quantize={cfg.quantize!r} is not valid: use int8 (or leave it out for fp32 alone)"
+        )
+    for key in ("calibration_images", "check_images"):
+        _positive_int(cfg, key)
+    _onnx_installed()
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    merged, _ = restore_run_config(
+        cfg, checkpoint, cfg.hydra.overrides.task, dict(cfg.hydra.runtime.choices)
+    )
+    check_model_and_data(merged)
+
+
+def check_predict_config(cfg: DictConfig) -> None:
+    """What ``src/predict.py`` needs: a checkpoint of this kit or an ONNX file it exported, and
+    an input that names at least one image file."""
+    from mobilenet_lab.prediction import list_inputs
+
+    if cfg.weights not in ("averaged", "trained"):
+        raise ConfigError(f"weights={cfg.weights!r} is not valid: use averaged or trained")
+    for key in ("top_k", "batch_size"):
+        _positive_int(cfg, key)
+    if cfg.device not in ("auto", "cpu") and not str(cfg.device).startswith("cuda"):
+        raise ConfigError(f"device={cfg.device!r} is not valid: use auto, cpu or cuda[:N]")
+    if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={cfg.device!r} but this machine has no GPU: use auto or cpu")
+    if cfg.ckpt_path and Path(cfg.ckpt_path).suffix.lower() == ".onnx":
+        _onnx_installed()
+        from mobilenet_lab.inference import read_onnx_metadata
+
+        read_onnx_metadata(cfg.ckpt_path)
+    else:
+        load_checkpoint(cfg.ckpt_path, example=PREDICT_EXAMPLE)
+    list_inputs(cfg.input)
+
+
+PREDICT_EXAMPLE = "e.g. ckpt_path=logs/train/runs/<time>/checkpoints/best.ckpt or .../model.onnx"
+
+
+def _positive_int(cfg: DictConfig, key: str) -> None:
+    try:
+        check_positive_int(key, cfg[key])
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+
+
+def _onnx_installed() -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as error:
+        raise ConfigError(
+            f"{error.name} is not installed: pip install -e '.[export]' (onnx, onnxruntime)"
+        ) from error

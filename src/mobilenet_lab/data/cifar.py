@@ -117,6 +117,7 @@ class CIFARDataModule(InMemoryDataModule):
             )
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(hp.split_seed))
         val, rest = order[: hp.val_size], order[hp.val_size :]
+        self.classes = tuple(train.classes)
         test_images = torch.from_numpy(test.data).permute(0, 3, 1, 2).contiguous()
         return {
             "train": (images[rest], labels[rest]),

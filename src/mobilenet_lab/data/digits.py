@@ -25,6 +25,7 @@ class DigitsDataModule(InMemoryDataModule):
     """
 
     pixel_max = 16.0  # the digits' grey levels run 0-16
+    classes = tuple("0123456789")
 
     def __init__(
         self,

@@ -125,6 +125,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             raise ValueError(f"in_chans={in_chans} is not valid: image folders are read as RGB (3)")
         self.save_hyperparameters()
         self.num_classes, self.in_chans, self.image_size = num_classes, in_chans, image_size
+        self.mean, self.std = tuple(mean), tuple(std)
         self.num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
         root = Path(data_dir)
         self.classes = class_names(root / "train")

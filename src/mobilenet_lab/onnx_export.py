@@ -1,0 +1,158 @@
+"""Exports a checkpoint's network to ONNX (BatchNorm folded into the convolutions, dynamic batch
+axis, the run's preprocessing and class names in the metadata), optionally quantized to int8,
+and checks the file it wrote against PyTorch before putting it in place."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from mobilenet_lab.inference import OnnxModel, eval_batches, load_network
+from mobilenet_lab.preprocessing import Preprocessing
+from mobilenet_lab.profiling import median_seconds
+from mobilenet_lab.run_config import load_checkpoint, restore_run_config
+from mobilenet_lab.run_files import write_json_atomic
+from mobilenet_lab.summary import print_table
+
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+
+
+def output_paths(ckpt_path: str, output_path: str | None, quantize: str | None) -> list[Path]:
+    """fp32 file first, then the int8 one: ``<run>/model.onnx`` and ``<run>/model.int8.onnx``
+    beside the run's ``checkpoints/`` folder unless ``output_path`` names the fp32 file."""
+    run_dir = Path(ckpt_path).resolve().parent.parent
+    fp32 = Path(output_path) if output_path else run_dir / "model.onnx"
+    return [fp32, fp32.with_suffix(".int8.onnx")] if quantize else [fp32]
+
+
+def export(cfg: DictConfig) -> dict[str, Any]:
+    """Writes the ONNX file(s), checks them, prints and saves (``metrics.json``) the report."""
+    hydra_cfg = HydraConfig.get()
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    cfg, choices = restore_run_config(
+        cfg, checkpoint, hydra_cfg.overrides.task, dict(hydra_cfg.runtime.choices)
+    )
+    prep = Preprocessing.from_checkpoint(checkpoint)
+    net = load_network(cfg, checkpoint, cfg.weights)
+    datamodule = instantiate(cfg.data)
+    images, _ = next(eval_batches(datamodule, "test", cfg.check_images))
+    paths = output_paths(cfg.ckpt_path, cfg.output_path, cfg.quantize)
+    temporary = [path.with_name(path.name + ".tmp") for path in paths]
+    try:
+        write_onnx(net, prep, images[:1], temporary[0])
+        report = {"model": choices.get("model"), "alpha": prep.alpha, "image_size": prep.image_size}
+        fp32 = OnnxModel(str(temporary[0]))
+        report.update(compare(net, fp32, images, "fp32"))
+        if report["fp32/max_abs_diff"] > cfg.max_abs_diff:
+            raise RuntimeError(
+                f"ONNX Runtime's logits differ from PyTorch's by {report['fp32/max_abs_diff']:.2e} "
+                f"(> max_abs_diff={cfg.max_abs_diff}): the export is wrong, nothing was written"
+            )
+        report.update(speed(net, {"fp32": fp32}, images, cfg.speed))
+        if cfg.quantize:
+            report.update(quantize(cfg, datamodule, net, temporary))
+        for tmp, path in zip(temporary, paths, strict=True):
+            os.replace(tmp, path)
+    finally:
+        for tmp in temporary:
+            tmp.unlink(missing_ok=True)
+    report.update({"ckpt_path": str(Path(cfg.ckpt_path).resolve()), "weights": cfg.weights,
+                   "files": [str(path) for path in paths]})  # fmt: skip
+    write_json_atomic(Path(cfg.paths.output_dir) / "metrics.json", report)
+    print_table([report], [c for c in cfg.summary_columns if c in report], title="export")
+    print("Wrote " + " and ".join(str(path) for path in paths))
+    return report
+
+
+def write_onnx(net: nn.Module, prep: Preprocessing, example: Tensor, path: Path) -> None:
+    """TorchScript-based export of the eval-mode network (which folds BatchNorm into the
+    convolutions), batch axis dynamic, the preprocessing as metadata; refuses a graph that
+    still has a BatchNormalization node."""
+    import onnx
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy-exporter notice: it needs no onnxscript
+        torch.onnx.export(
+            net.eval(), (example,), buffer, dynamo=False, opset_version=17,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )  # fmt: skip
+    model = onnx.load_from_string(buffer.getvalue())
+    left = [node.name for node in model.graph.node if node.op_type == "BatchNormalization"]
+    if left:
+        raise RuntimeError(f"BatchNorm was not folded into the convolutions: {left[:3]}")
+    for key, value in prep.to_metadata().items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, path)
+
+
+def compare(net: nn.Module, onnx_model: OnnxModel, images: Tensor, name: str) -> dict[str, Any]:
+    """Max absolute logit difference and top-1 agreement of ONNX Runtime against PyTorch."""
+    with torch.inference_mode():
+        expected = net(images)
+    got = onnx_model.logits(images)
+    return {
+        f"{name}/max_abs_diff": float((got - expected).abs().max()),
+        f"{name}/top1_agreement": float((got.argmax(1) == expected.argmax(1)).float().mean()),
+    }
+
+
+def speed(
+    net: nn.Module | None, models: dict[str, OnnxModel], images: Tensor, settings: DictConfig
+) -> dict[str, float]:
+    """Batch-1 latency (ms) and batch throughput (images/s) of PyTorch eager (when ``net`` is
+    given) and each ONNX model, measured one after the other in this process."""
+    single = images[:1]
+    batch = images[:1].repeat(settings.batch_size, 1, 1, 1)
+    runners = {f"onnx_{name}": model.logits for name, model in models.items()}
+    if net is not None:
+        runners = {"torch": net, **runners}
+    cpu, repeats, warmup = torch.device("cpu"), settings.repeats, settings.warmup
+    report = {}
+    with torch.inference_mode():
+        for name, run in runners.items():
+            latency = median_seconds(lambda: run(single), repeats, warmup, cpu)  # noqa: B023
+            batch_time = median_seconds(lambda: run(batch), repeats, warmup, cpu)  # noqa: B023
+            report[f"{name}/latency_ms_batch_1"] = 1000 * latency
+            report[f"{name}/images_per_s_batch_{len(batch)}"] = len(batch) / batch_time
+    return report
+
+
+def quantize(
+    cfg: DictConfig, datamodule: Any, net: nn.Module, temporary: list[Path]
+) -> dict[str, Any]:
+    """int8 from the fp32 file; test accuracy of both on the run's test split, their speed."""
+    from mobilenet_lab.quantization import quantize_int8
+
+    started = time.time()
+    with torch.random.fork_rng():  # the same calibration images every time
+        torch.manual_seed(0)
+        calibration = eval_batches(datamodule, "train", cfg.calibration_images)
+        batches = [images for images, _ in calibration]
+    quantize_int8(temporary[0], temporary[1], INPUT_NAME, iter(batches))
+    models = {"fp32": OnnxModel(str(temporary[0])), "int8": OnnxModel(str(temporary[1]))}
+    report: dict[str, Any] = {"int8/quantize_s": round(time.time() - started, 2)}
+    correct = dict.fromkeys(models, 0)
+    total = 0
+    for images, labels in eval_batches(datamodule, "test"):
+        total += len(labels)
+        for name, model in models.items():
+            correct[name] += int((model.logits(images).argmax(1) == labels).sum())
+    report.update({f"{name}/test_acc": correct[name] / total for name in models})
+    report["int8/test_images"] = total
+    check_images = next(eval_batches(datamodule, "test", cfg.check_images))[0]
+    report.update(compare(net, models["int8"], check_images, "int8"))
+    report.update({k: v for k, v in speed(None, models, check_images, cfg.speed).items()
+                   if k.startswith("onnx_int8")})  # fmt: skip
+    return report

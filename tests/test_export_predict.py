@@ -1,0 +1,263 @@
+"""Using a trained model: class names in checkpoints, ONNX export (fp32 and int8) and its
+self-check, predictions on image files from a checkpoint or an export, and the bad inputs."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+
+from mobilenet_lab.callbacks import RUN_CONFIG_KEY
+from mobilenet_lab.checks import ConfigError
+from mobilenet_lab.inference import OnnxModel, TorchModel, eval_batches
+from mobilenet_lab.onnx_export import export
+from mobilenet_lab.prediction import predict
+from mobilenet_lab.run_config import load_checkpoint
+from mobilenet_lab.startup_checks import check_export_config, check_predict_config
+from mobilenet_lab.training import train
+from tests.conftest import compose_cfg, run_cli
+
+TINY = ["debug=limit", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+        "~callbacks.model_summary", "model.alpha=0.25"]  # fmt: skip
+FAST_EXPORT = ["speed.repeats=1", "speed.warmup=0", "speed.batch_size=2", "check_images=8",
+               "calibration_images=16"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1-epoch digits run at alpha 0.25; returns its best checkpoint."""
+    run_dir = tmp_path_factory.mktemp("digits_run")
+    return Path(train(compose_cfg("train", TINY, run_dir))["best_checkpoint"])
+
+
+@pytest.fixture(scope="module")
+def exported(digits_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """fp32 and int8 ONNX files of ``digits_run`` in a folder of their own, with the report."""
+    out = tmp_path_factory.mktemp("export")
+    overrides = [f"ckpt_path={digits_run}", f"output_path={out / 'model.onnx'}", "quantize=int8"]
+    report = export(compose_cfg("export", [*overrides, *FAST_EXPORT], out / "run"))
+    return {"dir": out, "report": report}
+
+
+@pytest.fixture(scope="module")
+def digit_pngs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.Tensor]:
+    """The first 20 digits test images as 8-bit grey PNGs (ink bright on dark, 0-16 -> 0-255)."""
+    from mobilenet_lab.data.digits import DigitsDataModule
+
+    folder = tmp_path_factory.mktemp("pngs")
+    data = DigitsDataModule()
+    data.setup("test")
+    images, labels = data.splits["test"].tensors
+    for i, image in enumerate(images[:20, 0].numpy()):
+        pixels = np.round(image.astype(np.float32) * 255 / 16).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i:03d}_{labels[i]}.png")
+    return folder, labels[:20]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def test_checkpoints_carry_class_names_and_normalisation(digits_run: Path) -> None:
+    run = load_checkpoint(str(digits_run))[RUN_CONFIG_KEY]
+    assert run["class_names"] == list("0123456789")
+    assert len(run["mean"]) == len(run["std"]) == 1 and 0 < run["mean"][0] < 1
+
+
+def test_export_folds_batchnorm_and_stores_the_preprocessing(exported: dict) -> None:
+    model = onnx.load(exported["dir"] / "model.onnx")
+    ops = {node.op_type for node in model.graph.node}
+    assert "BatchNormalization" not in ops and "Conv" in ops
+    batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param == "batch"  # dynamic batch axis
+    metadata = {prop.key: prop.value for prop in model.metadata_props}
+    assert metadata["class_names"] == '["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]'
+    assert (metadata["image_size"], metadata["in_chans"], metadata["alpha"]) == ("32", "1", "0.25")
+    report = exported["report"]
+    assert report["fp32/max_abs_diff"] < 1e-4 and report["fp32/top1_agreement"] == 1.0
+    assert report["torch/latency_ms_batch_1"] > 0 and report["onnx_fp32/latency_ms_batch_1"] > 0
+    assert not list(exported["dir"].glob("*.tmp"))
+
+
+def test_int8_is_quantized_and_scored_on_the_test_split(exported: dict) -> None:
+    model = onnx.load(exported["dir"] / "model.int8.onnx")
+    ops = [node.op_type for node in model.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops  # QDQ format
+    assert {prop.key for prop in model.metadata_props} >= {"class_names", "mean", "std"}
+    report = exported["report"]
+    assert report["int8/test_images"] == 270  # the whole digits test split (15% of 1,797)
+    assert 0 <= report["int8/test_acc"] <= 1 and 0 <= report["fp32/test_acc"] <= 1
+    assert report["onnx_int8/latency_ms_batch_1"] > 0
+
+
+def test_a_png_of_a_digit_reads_as_the_same_image_in_the_data_set(
+    digits_run: Path, digit_pngs: tuple[Path, torch.Tensor]
+) -> None:
+    folder, _ = digit_pngs
+    model = TorchModel(str(digits_run), "averaged", "cpu")
+    from_files = torch.stack([model.preprocessing.load(str(p)) for p in sorted(folder.iterdir())])
+    from mobilenet_lab.data.digits import DigitsDataModule
+
+    from_data, _ = next(eval_batches(DigitsDataModule(), "test", 20))
+    # 0-16 grey levels rounded to 8 bits: a difference of at most half a level in 255
+    assert torch.allclose(from_files, from_data, atol=0.5 / 255 / model.preprocessing.std[0] + 1e-6)
+    assert torch.equal(model.logits(from_files).argmax(1), model.logits(from_data).argmax(1))
+
+
+def test_onnx_export_gives_the_checkpoints_logits(
+    digits_run: Path, exported: dict, digit_pngs: tuple[Path, torch.Tensor]
+) -> None:
+    folder, _ = digit_pngs
+    torch_model = TorchModel(str(digits_run), "averaged", "cpu")
+    onnx_model = OnnxModel(str(exported["dir"] / "model.onnx"))
+    assert onnx_model.preprocessing == torch_model.preprocessing
+    images = torch.stack([onnx_model.preprocessing.load(str(p)) for p in sorted(folder.iterdir())])
+    assert torch.allclose(onnx_model.logits(images), torch_model.logits(images), atol=1e-4)
+
+
+def test_predict_writes_top_k_labels_and_skips_unreadable_files(
+    digits_run: Path, exported: dict, digit_pngs: tuple[Path, torch.Tensor], tmp_path: Path, capsys
+) -> None:
+    folder, _ = digit_pngs
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for png in sorted(folder.iterdir())[:3]:
+        (mixed / png.name).write_bytes(png.read_bytes())
+    (mixed / "notes.txt").write_text("not an image")
+    (mixed / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n trunc")
+    rows = {}
+    for name, ckpt in (("ckpt", digits_run), ("onnx", exported["dir"] / "model.onnx")):
+        cfg = compose_cfg("predict", [f"ckpt_path={ckpt}", f"input={mixed}"], tmp_path / name)
+        predict(cfg)
+        rows[name] = read_csv(tmp_path / name / "predictions.csv")
+        assert "notes.txt" in capsys.readouterr().out
+    assert [Path(r["path"]).name for r in rows["ckpt"]] == sorted(p.name for p in folder.iterdir())[
+        :3
+    ]
+    assert list(rows["ckpt"][0]) == ["path"] + [
+        f"{k}_{i}" for i in range(1, 6) for k in ("label", "prob")
+    ]
+    assert all(r["label_1"] in "0123456789" for r in rows["ckpt"])
+    assert [r["label_1"] for r in rows["ckpt"]] == [r["label_1"] for r in rows["onnx"]]
+    probs = [float(rows["ckpt"][0][f"prob_{i}"]) for i in range(1, 6)]
+    assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-5
+
+
+def test_top_k_is_capped_at_the_class_count(digits_run: Path, digit_pngs, tmp_path: Path) -> None:
+    folder, _ = digit_pngs
+    cfg = compose_cfg("predict", [f"ckpt_path={digits_run}", f"input={folder}/000_*.png",
+                                  "top_k=50"], tmp_path)  # fmt: skip
+    (row,) = predict(cfg)
+    assert "label_10" in row and "label_11" not in row
+
+
+def test_checkpoints_without_class_names_predict_indices(
+    digits_run: Path, digit_pngs, tmp_path: Path, capsys
+) -> None:
+    checkpoint = load_checkpoint(str(digits_run))
+    del checkpoint[RUN_CONFIG_KEY]["class_names"]
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    folder, _ = digit_pngs
+    cfg = compose_cfg("predict", [f"ckpt_path={old}", f"input={folder}/001_*.png"], tmp_path)
+    (row,) = predict(cfg)
+    assert "labels are class indices" in capsys.readouterr().out
+    assert row["label_1"].isdigit()
+
+
+def test_image_folder_runs_predict_their_folder_names(image_tree: Path, tmp_path: Path) -> None:
+    overrides = [*TINY, "data=imagefolder", f"data.data_dir={image_tree}", "data.image_size=32",
+                 "data.num_workers=0"]  # fmt: skip
+    ckpt = train(compose_cfg("train", overrides, tmp_path / "train"))["best_checkpoint"]
+    val = image_tree / "val"
+    cfg = compose_cfg("predict", [f"ckpt_path={ckpt}", f"input={val}", "top_k=2"], tmp_path / "p")
+    rows = predict(cfg)
+    assert len(rows) == 12 and {r["label_1"] for r in rows} <= {"class_0", "class_1", "class_2"}
+    assert "label_3" not in rows[0]  # top_k=2 of 3 classes
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["input={tmp}/missing"], "does not exist"),
+        (["input={tmp}/empty"], "holds no image files"),
+        (["input=null"], "input is not set"),
+        (["ckpt_path={tmp}/not_kit.ckpt"], "not a checkpoint written by src/train.py"),
+        (["ckpt_path={tmp}/plain.onnx"], "without this kit's metadata"),
+        (["top_k=0"], "top_k=0 is not valid"),
+    ],
+)
+def test_bad_predict_input_is_refused(
+    digits_run: Path, digit_pngs, tmp_path: Path, overrides: list[str], message: str
+) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no images here")
+    torch.save({"state_dict": {}}, tmp_path / "not_kit.ckpt")
+    torch.onnx.export(torch.nn.Linear(2, 2), (torch.zeros(1, 2),), tmp_path / "plain.onnx",
+                      dynamo=False)  # fmt: skip
+    base = [f"ckpt_path={digits_run}", f"input={digit_pngs[0]}"]
+    cfg = compose_cfg("predict", base + [o.format(tmp=tmp_path) for o in overrides], tmp_path / "r")
+    with pytest.raises(ConfigError, match=message):
+        check_predict_config(cfg)
+
+
+def test_nothing_readable_fails_without_a_csv(digits_run: Path, tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "fake.png").write_text("not a png")
+    cfg = compose_cfg("predict", [f"ckpt_path={digits_run}", f"input={tmp_path / 'in'}"],
+                      tmp_path / "run")  # fmt: skip
+    check_predict_config(cfg)  # an image file by its name: only decoding tells
+    with pytest.raises(SystemExit, match="none of the 1 file"):
+        predict(cfg)
+    assert not list((tmp_path / "run").iterdir())
+
+
+def test_bad_export_input_is_refused(digits_run: Path, tmp_path: Path) -> None:
+    cfg = compose_cfg("export", [f"ckpt_path={digits_run}", "quantize=int4"], tmp_path)
+    with pytest.raises(ConfigError, match="quantize='int4' is not valid: use int8"):
+        check_export_config(cfg)
+
+
+def test_a_failed_self_check_leaves_no_onnx_file(digits_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model.onnx"
+    overrides = [f"ckpt_path={digits_run}", f"output_path={out}", "max_abs_diff=-1", *FAST_EXPORT]
+    with pytest.raises(RuntimeError, match="the export is wrong, nothing was written"):
+        export(compose_cfg("export", overrides, tmp_path / "run"))
+    assert not list(tmp_path.glob("model*"))
+
+
+@pytest.mark.slow
+def test_cli_export_then_predict_from_the_onnx(digits_run: Path, digit_pngs, tmp_path) -> None:
+    logs = f"paths.log_dir={tmp_path}"
+    out = tmp_path / "model.onnx"
+    done = run_cli("src/export.py", f"ckpt_path={digits_run}", f"output_path={out}", logs,
+                   *FAST_EXPORT)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"Wrote {out}" in done.stdout
+    done = run_cli("src/predict.py", f"ckpt_path={out}", f"input={digit_pngs[0]}", logs)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (csv_path,) = tmp_path.glob("predict/runs/*/predictions.csv")
+    assert len(read_csv(csv_path)) == 20
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("script", "args", "message"),
+    [
+        ("src/predict.py", ["input=/no/such/folder"], "input='/no/such/folder' does not exist"),
+        ("src/export.py", ["quantize=int4"], "quantize='int4' is not valid"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_no_run_folder(
+    digits_run: Path, tmp_path: Path, script: str, args: list[str], message: str
+) -> None:
+    done = run_cli(script, f"ckpt_path={digits_run}", f"paths.log_dir={tmp_path}", *args)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and message in done.stderr
+    assert not list(tmp_path.iterdir())
