@@ -57,8 +57,12 @@ def training_image_passes(run_dir: Path, epochs: int) -> int:
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     images = len(datamodule.train_dataloader().dataset)
-    limit = cfg.trainer.limit_train_batches
-    return round(images * epochs * (limit if isinstance(limit, float) else 1.0))
+    limit = cfg.trainer.limit_train_batches  # a fraction of the batches, or a count of them
+    if isinstance(limit, int):
+        per_epoch = min(images, limit * cfg.data.batch_size)
+    else:
+        per_epoch = limit * images
+    return round(per_epoch * epochs)
 
 
 def main() -> None:
