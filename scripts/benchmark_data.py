@@ -30,7 +30,7 @@ from mobilenet_lab.data.cifar import CIFARDataModule
 from mobilenet_lab.data.digits import DigitsDataModule
 from mobilenet_lab.data.imagefolder import ImageFolderDataModule
 from mobilenet_lab.data.synthetic import SyntheticDataModule
-from mobilenet_lab.models import MobileNetV1
+from mobilenet_lab.profiling import training_images_per_second
 
 GPU_TARGET = 2000  # images/s a GPU trains a small MobileNet at (issue #4)
 
@@ -46,25 +46,6 @@ def delivered_per_second(dm: L.LightningDataModule, seconds: float) -> float:
             if time.perf_counter() - start >= seconds:
                 break
     return images / (time.perf_counter() - start)
-
-
-def model_trains_per_second(seconds: float) -> float:
-    model = MobileNetV1(num_classes=10).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    images = torch.randn(128, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, 10, (128,))
-    done, start = 0, None
-    for step in range(10_000):
-        if step == 2:  # after warm-up
-            start = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(images), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        done += 128 if start else 0
-        if start and time.perf_counter() - start >= seconds:
-            break
-    return done / (time.perf_counter() - start)
 
 
 def write_jpeg_tree(root: Path, classes: int = 4, per_class: int = 64) -> Path:
@@ -86,7 +67,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = model_trains_per_second(args.seconds)
+    model = training_images_per_second(args.seconds)
     print(f"MobileNet V1 (alpha 1.0, 32 px, batch 128) trains at {model:,.0f} images/s\n")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -1,11 +1,14 @@
-"""Measures the default run against issue #2's targets: whole-process wall time (< 60 s on
-2 CPU cores), time from the command to the first training step, and test accuracy (>= 98%).
+"""Measures the default run against issue #11's targets: test accuracy over 5 seeds (median
+>= 98%, none below 97.5%) and a budget that carries over between machines: at most about
+20,000 training image passes, i.e. <= 60 s from command to exit where MobileNet V1 (alpha 1.0,
+32 px, batch 128, channels-last) trains at 420 images/s.
 
-    python scripts/benchmark_train.py [--seeds 42,0,1,2] [extra overrides for src/train.py]
+    python scripts/benchmark_train.py [--seeds 42,0,1,2,3] [extra overrides for src/train.py]
 
 Each run is ``python src/train.py seed=<s>`` in a fresh process writing to a temp folder; seed
-42 is the default run, the others show the spread. Timings are taken from outside (launch to
-exit) and from the run's own ``metrics.json``.
+42 is the default run. Timings are taken from outside (launch to exit) and from the run's own
+``metrics.json``. V1's training speed on this machine is measured before and after the runs
+(a short timed training loop), so that the wall times can be read against it on any machine.
 """
 
 from __future__ import annotations
@@ -19,9 +22,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from mobilenet_lab.profiling import training_images_per_second
+
 ROOT = Path(__file__).resolve().parents[1]
-WALL_TARGET_S = 60.0
-ACC_TARGET = 0.98
+PASSES_BUDGET = 20_000  # training image passes (16 epochs of the 1,257 training digits)
+WALL_TARGET_S = 60.0  # ... on a machine where V1 trains at REFERENCE_RATE
+REFERENCE_RATE = 420.0  # images/s: the 2-core AVX2 machine of issue #11
+ACC_MEDIAN_TARGET, ACC_MIN_TARGET = 0.98, 0.975
 
 
 def one_run(seed: int, overrides: list[str], log_dir: Path) -> dict[str, float]:
@@ -36,36 +46,62 @@ def one_run(seed: int, overrides: list[str], log_dir: Path) -> dict[str, float]:
         "seed": seed,
         "wall_s": wall,
         "first_step_s": metrics["first_step_at"] - launched,
-        "train_s": metrics["wall_time_s"],
         "test_acc": metrics["test"]["test/acc"],
+        "image_passes": training_image_passes(metrics_file.parent, metrics["epochs"]),
     }
+
+
+def training_image_passes(run_dir: Path, epochs: int) -> int:
+    """Training images seen: the run's training split (from its saved config) x its epochs."""
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    images = len(datamodule.train_dataloader().dataset)
+    limit = cfg.trainer.limit_train_batches  # a fraction of the batches, or a count of them
+    if isinstance(limit, int):
+        per_epoch = min(images, limit * cfg.data.batch_size)
+    else:
+        per_epoch = limit * images
+    return round(per_epoch * epochs)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="42,0,1,2", help="comma-separated; 42 is the default")
+    parser.add_argument("--seeds", default="42,0,1,2,3", help="comma-separated; 42 is the default")
+    parser.add_argument("--speed-seconds", type=float, default=10.0, help="per V1 speed reading")
     parser.add_argument("overrides", nargs="*", help="extra overrides for src/train.py")
     args = parser.parse_args()
+    rates = [training_images_per_second(args.speed_seconds)]  # before the first run, after each
+    print(f"MobileNet V1 (alpha 1.0, 32 px, batch 128) trains at {rates[0]:,.0f} images/s here")
     results = []
     for seed in (int(s) for s in args.seeds.split(",")):
         with tempfile.TemporaryDirectory() as log_dir:
             results.append(one_run(seed, args.overrides, Path(log_dir)))
+        rates.append(training_images_per_second(args.speed_seconds))
         r = results[-1]
-        print(f"seed {r['seed']}: wall {r['wall_s']:.1f} s, first step after "
-              f"{r['first_step_s']:.1f} s, test acc {r['test_acc']:.4f}")  # fmt: skip
+        r["rate"] = (rates[-2] + rates[-1]) / 2  # the machine's speed around this run
+        r["scaled_wall_s"] = r["wall_s"] * r["rate"] / REFERENCE_RATE
+        print(f"seed {r['seed']:>2}: test acc {r['test_acc']:.4f}  wall {r['wall_s']:5.1f} s  "
+              f"first step after {r['first_step_s']:4.1f} s  "
+              f"{r['image_passes']:,} training image passes  V1 at {r['rate']:,.0f} images/s "
+              f"around it: {r['scaled_wall_s']:.1f} s at {REFERENCE_RATE:.0f}")  # fmt: skip
+    print()
+
+    accs = [r["test_acc"] for r in results]
     wall = statistics.median(r["wall_s"] for r in results)
     first = statistics.median(r["first_step_s"] for r in results)
-    accs = [r["test_acc"] for r in results]
-    default = next((r["test_acc"] for r in results if r["seed"] == 42), None)
-    if default is not None:
-        print(
-            f"default run (seed 42)  test acc {default:.4f}  = {default / ACC_TARGET:.3f}x the "
-            "98% target"
-        )
-    print(f"\nmedian wall time      {wall:6.1f} s  = {wall / WALL_TARGET_S:.2f}x the 60 s target")
-    print(f"median to first step  {first:6.1f} s  = {first / wall:.0%} of the wall time")
-    print(f"test accuracy         min {min(accs):.4f}  median {statistics.median(accs):.4f}  "
-          f"= {min(accs) / ACC_TARGET:.3f}x the 98% target (min)")  # fmt: skip
+    passes = max(r["image_passes"] for r in results)
+    rate = statistics.median(r["rate"] for r in results)
+    scaled = statistics.median(r["scaled_wall_s"] for r in results)
+    median_acc = statistics.median(accs)
+    print(f"test accuracy   median {median_acc:.4f} (target >= {ACC_MEDIAN_TARGET:.3f})  "
+          f"min {min(accs):.4f} (target >= {ACC_MIN_TARGET:.3f})")  # fmt: skip
+    print(f"image passes    {passes:,} = {passes / PASSES_BUDGET:.2f}x the "
+          f"{PASSES_BUDGET:,} budget")  # fmt: skip
+    print(f"median wall     {wall:.1f} s with V1 at {rate:,.0f} images/s; each run scaled to a "
+          f"{REFERENCE_RATE:.0f} images/s machine: median {scaled:.1f} s = "
+          f"{scaled / WALL_TARGET_S:.2f}x the {WALL_TARGET_S:.0f} s target")  # fmt: skip
+    print(f"median to first step {first:.1f} s = {first / wall:.0%} of the wall time")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mobilenet_lab.profiling import profile
+from mobilenet_lab.profiling import profile, training_images_per_second
 from tests.conftest import run_cli
 
 FAST = ["speed.repeats=1", "speed.warmup=0", "speed.batch_size=2"]
@@ -85,3 +85,9 @@ def test_profile_multirun_writes_one_csv_row_per_model_and_size(tmp_path: Path) 
     assert {(row["alpha"], row["image_size"]) for row in rows} == {
         ("1.0", "224"), ("1.0", "128"), ("0.25", "224"), ("0.25", "128")}  # fmt: skip
     assert "profile multirun summary" in result.stdout
+
+
+def test_training_speed_yardstick_gives_a_plausible_rate() -> None:
+    """The images/s the benchmarks set their timings beside: whole batches over timed steps."""
+    rate = training_images_per_second(seconds=0.2, batch_size=4, warmup_steps=1)
+    assert 0 < rate < 1e6
