@@ -14,7 +14,9 @@ import torch
 from hydra.utils import instantiate
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.plugins import TorchSyncBatchNorm
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from mobilenet_lab.checks import ConfigError
 
@@ -25,11 +27,17 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
 
 
 def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
-    """The trainer with every callback in the ``callbacks`` group plus the caller's own."""
+    """The trainer with every callback in the ``callbacks`` group plus the caller's own, and
+    the plugins named in ``trainer.plugins``."""
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node]
+    arguments = OmegaConf.to_container(cfg.trainer, resolve=True)
+    plugins = [instantiate(node) for node in (arguments.pop("plugins", None) or {}).values() if node]
     loggers = build_loggers(cfg)
     return instantiate(
-        cfg.trainer, callbacks=[*callbacks, *extra_callbacks], logger=loggers or False
+        arguments,
+        callbacks=[*callbacks, *extra_callbacks],
+        logger=loggers or False,
+        plugins=plugins or None,
     )
 
 
@@ -69,6 +77,39 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         tmp = Path(f"{path}.tmp")
         super().save_checkpoint(checkpoint, tmp, storage_options)
         os.replace(tmp, path)
+
+
+class TimmSyncBatchNorm(TorchSyncBatchNorm):
+    """SyncBatchNorm for DDP that keeps timm's ``BatchNormAct2d`` whole.
+
+    Lightning's ``sync_batchnorm=True`` uses torch's conversion, which turns a ``BatchNormAct2d``
+    (the norm with its activation inside: all of timm's MobileNets) into a plain SyncBatchNorm
+    whose activation is never called. timm's ``convert_sync_batchnorm`` makes
+    ``SyncBatchNormAct`` instead; ``revert`` (after ``fit``, before ``test``) gives back a
+    ``BatchNormAct2d`` with the same activation, where Lightning's would drop it again."""
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        from timm.layers import convert_sync_batchnorm
+
+        return convert_sync_batchnorm(model)
+
+    def revert(self, model: nn.Module) -> nn.Module:
+        from timm.layers import BatchNormAct2d
+        from timm.layers.norm_act import SyncBatchNormAct
+
+        if not isinstance(model, SyncBatchNormAct):
+            return super().revert(model)  # Lightning's, which calls this method on each child
+        reverted = BatchNormAct2d(
+            model.num_features, model.eps, model.momentum, model.affine, model.track_running_stats
+        )
+        if model.affine:
+            reverted.weight, reverted.bias = model.weight, model.bias
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            setattr(reverted, name, getattr(model, name))
+        reverted.train(model.training)
+        for name, child in model.named_children():  # the original act and drop modules
+            reverted.add_module(name, self.revert(child))
+        return reverted
 
 
 def per_device_batch_size(cfg: DictConfig) -> int:
