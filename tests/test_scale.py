@@ -36,3 +36,79 @@ def test_ddp_preset_syncs_batchnorm_without_losing_timm_activations(make_cfg) ->
             reverted = layer_sync.revert(converted).eval()
             assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in reverted.modules())
             torch.testing.assert_close(reverted(images), expected, msg=family)
+
+
+class FakeCuda:
+    """``torch.cuda``'s RNG functions on a machine with ``visible`` GPUs, ``current`` in use."""
+
+    def __init__(self, visible: int, current: int) -> None:
+        self.states = [torch.tensor([10 * visible + i], dtype=torch.uint8) for i in range(visible)]
+        self.current = current
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: len(self.states))
+        monkeypatch.setattr(torch.cuda, "get_rng_state", self.get_rng_state)
+        monkeypatch.setattr(torch.cuda, "set_rng_state", self.set_rng_state)
+        monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: list(self.states))
+        monkeypatch.setattr(
+            torch.cuda,
+            "set_rng_state_all",
+            lambda states: [self.set_rng_state(s, i) for i, s in enumerate(states)],
+        )
+
+    def _index(self, device: int | str) -> int:
+        return self.current if device == "cuda" else int(device)
+
+    def get_rng_state(self, device: int | str = "cuda") -> torch.Tensor:
+        return self.states[self._index(device)].clone()
+
+    def set_rng_state(self, state: torch.Tensor, device: int | str = "cuda") -> None:
+        self.states[self._index(device)] = state.clone()  # IndexError past the visible GPUs
+
+
+def test_rng_state_keeps_the_current_gpus_generator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Saved on GPU 1 of a 2-GPU machine, resumed on a machine that shows one GPU."""
+    from mobilenet_lab.callbacks import RNGState
+
+    saving = FakeCuda(visible=2, current=1)
+    saving.install(monkeypatch)
+    state = RNGState().state_dict()
+    resuming = FakeCuda(visible=1, current=0)
+    resuming.install(monkeypatch)
+    RNGState().load_state_dict(copy.deepcopy(state))
+    assert resuming.states[0].item() == saving.states[1].item()
+
+
+def _save_and_resume_on_rank(rank: int, port: int, results: Path) -> None:
+    """One of two gloo processes, seeded differently per rank (as diverging augmentation streams
+    are); saves, draws on, then restores from the checkpoint rank 0 wrote."""
+    import torch.distributed as dist
+
+    from mobilenet_lab.callbacks import RNGState
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(100 + rank)
+        state = RNGState().state_dict()  # a collective: every rank saves at the same step
+        expected = torch.rand(3)  # what this rank draws next in an uninterrupted run
+        if rank == 0:  # only rank 0 writes the checkpoint; every rank reads it on resume
+            torch.save(state, results / "rng.ckpt")
+        dist.barrier()
+        torch.manual_seed(0)  # the resumed process starts freshly seeded
+        RNGState().load_state_dict(torch.load(results / "rng.ckpt", weights_only=True))
+        torch.save({"expected": expected, "resumed": torch.rand(3)}, results / f"{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_rng_state_is_saved_and_restored_per_rank(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    from tests.test_distributed import free_port
+
+    mp.spawn(_save_and_resume_on_rank, args=(free_port(), tmp_path), nprocs=2)
+    for rank in (0, 1):
+        draws = torch.load(tmp_path / f"{rank}.pt")
+        torch.testing.assert_close(draws["resumed"], draws["expected"], msg=f"rank {rank}")

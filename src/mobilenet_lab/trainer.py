@@ -31,7 +31,8 @@ def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -
     the plugins named in ``trainer.plugins``."""
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node]
     arguments = OmegaConf.to_container(cfg.trainer, resolve=True)
-    plugins = [instantiate(node) for node in (arguments.pop("plugins", None) or {}).values() if node]
+    named_plugins = arguments.pop("plugins", None) or {}
+    plugins = [instantiate(node) for node in named_plugins.values() if node]
     loggers = build_loggers(cfg)
     return instantiate(
         arguments,
