@@ -96,6 +96,17 @@ def test_slurm_launcher_config_composes() -> None:
         assert line in result.stdout
 
 
+def test_readme_slurm_command_gets_to_slurm_on_a_machine_without_gpus(tmp_path: Path) -> None:
+    """The login node has no GPU and no SLURM here: the config checks pass and submitit is
+    the first to stop (no ``srun``), before any job or run folder exists."""
+    readme = ["-m", "hydra/launcher=slurm", "trainer=ddp", "trainer.devices=8",
+              "trainer.num_nodes=2"]  # fmt: skip
+    result = run_cli("src/train.py", *readme, f"paths.log_dir={tmp_path}")
+    assert result.returncode != 0 and "no GPU" not in result.stderr
+    assert 'Could not detect "srun"' in result.stderr, result.stderr[-3000:]
+    assert not list(tmp_path.glob("train/multiruns/*/0"))
+
+
 def test_ddp_metrics_are_synced_across_ranks(tmp_path: Path) -> None:
     """Two ranks each test half of the 270 digits; the synced result is the whole set's."""
     full_test = [*TINY, "trainer.limit_test_batches=1.0"]

@@ -112,3 +112,65 @@ def test_rng_state_is_saved_and_restored_per_rank(tmp_path: Path) -> None:
     for rank in (0, 1):
         draws = torch.load(tmp_path / f"{rank}.pt")
         torch.testing.assert_close(draws["resumed"], draws["expected"], msg=f"rank {rank}")
+
+
+SLURM = ["hydra/launcher=slurm", "trainer=ddp", "trainer.num_nodes=2"]
+
+
+def _validate_multirun(overrides: list[str]) -> None:
+    """What ``python src/train.py -m <overrides>`` checks in the submitting process."""
+    from hydra import compose, initialize_config_dir
+
+    from mobilenet_lab.hydra_callbacks import ValidateConfig
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        ValidateConfig(cfg.hydra.callbacks.validate.check).on_multirun_start(cfg, "train")
+
+
+def test_slurm_submission_checks_no_gpu_on_the_login_node(capsys) -> None:
+    _validate_multirun([*SLURM, "trainer.devices=8"])  # this machine has no GPU: no exit
+    with pytest.raises(SystemExit) as exit_info:  # jobs that run here are checked in full
+        _validate_multirun(["trainer=ddp_cpu", "trainer.devices=8"])
+    assert exit_info.value.code == 2
+    assert "trainer.devices=8" in capsys.readouterr().err
+
+
+def test_slurm_needs_a_number_of_devices(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        _validate_multirun(SLURM)  # the ddp preset's devices: auto
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "trainer.devices=auto" in err and "devices=<GPUs" in err
+
+
+def test_a_slurm_job_checks_the_hardware_it_runs_on(make_cfg, capsys) -> None:
+    from hydra.types import RunMode
+    from omegaconf import read_write
+
+    from mobilenet_lab.hydra_callbacks import ValidateConfig
+
+    cfg = make_cfg("train", [*SLURM, "trainer.devices=8"])
+    with read_write(cfg.hydra):
+        cfg.hydra.mode = RunMode.MULTIRUN
+    with pytest.raises(SystemExit) as exit_info:
+        ValidateConfig(cfg.hydra.callbacks.validate.check).on_job_start(cfg, task_function=print)
+    assert exit_info.value.code == 2 and "has no GPU" in capsys.readouterr().err
+
+
+def test_global_batch_counts_devices_as_lightning_does(make_cfg, monkeypatch) -> None:
+    from mobilenet_lab.checks import ConfigError
+    from mobilenet_lab.startup_checks import check_train_config
+    from mobilenet_lab.trainer import per_device_batch_size
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)  # a GPU machine, run on its CPU
+    cpu_auto = make_cfg("train", ["trainer.devices=auto", "global_batch_size=256"])
+    assert per_device_batch_size(cpu_auto) == 256  # Lightning: one CPU process for "auto"
+    cpu_list = make_cfg("train", ["trainer=ddp_cpu", "trainer.devices=[0,1]",
+                                  "global_batch_size=256"])  # fmt: skip
+    with pytest.raises(ConfigError, match=r"trainer\.devices=\[0, 1\]"):
+        per_device_batch_size(cpu_list)  # Lightning takes a list of GPUs, not of CPU processes
+    monkeypatch.undo()
+    every_core = make_cfg("train", ["trainer.devices=-1", "global_batch_size=256"])
+    with pytest.raises(ConfigError, match=r"trainer\.devices=-1"):
+        check_train_config(every_core)  # Lightning refuses -1 CPU processes

@@ -20,9 +20,10 @@ from mobilenet_lab.run_config import RESUME_EXAMPLE, load_checkpoint, restore_ru
 from mobilenet_lab.trainer import check_trainer_config, per_device_batch_size
 
 
-def check_train_config(cfg: DictConfig) -> None:
-    """What ``src/train.py`` needs before it may create a run folder."""
-    check_trainer_config(cfg.trainer)
+def check_train_config(cfg: DictConfig, hardware: bool = True) -> None:
+    """What ``src/train.py`` needs before it may create a run folder (``hardware=False``: the
+    job runs on another machine, which checks its own GPUs and cores)."""
+    check_trainer_config(cfg.trainer, hardware)
     per_device_batch_size(cfg)
     check_model_and_data(cfg)
     if cfg.get("ckpt_path"):
@@ -62,14 +63,15 @@ def check_resumable(cfg: DictConfig, checkpoint: dict[str, Any]) -> None:
         )
 
 
-def check_profile_config(cfg: DictConfig) -> None:
-    """What ``scripts/profile_model.py`` needs: the same model and input size checks as training."""
+def check_profile_config(cfg: DictConfig, hardware: bool = True) -> None:
+    """What ``scripts/profile_model.py`` needs: the same model and input size checks as training
+    (none of them depends on the hardware)."""
     check_model_and_data(cfg)
 
 
-def check_eval_config(cfg: DictConfig) -> None:
+def check_eval_config(cfg: DictConfig, hardware: bool = True) -> None:
     """What ``src/eval.py`` needs: a readable checkpoint, and its run's config still valid."""
-    check_trainer_config(cfg.trainer)
+    check_trainer_config(cfg.trainer, hardware)
     if cfg.weights not in ("averaged", "trained"):
         raise ConfigError(f"weights={cfg.weights!r} is not valid: use averaged or trained")
     checkpoint = load_checkpoint(cfg.ckpt_path)
