@@ -174,3 +174,39 @@ def test_global_batch_counts_devices_as_lightning_does(make_cfg, monkeypatch) ->
     every_core = make_cfg("train", ["trainer.devices=-1", "global_batch_size=256"])
     with pytest.raises(ConfigError, match=r"trainer\.devices=-1"):
         check_train_config(every_core)  # Lightning refuses -1 CPU processes
+
+
+def test_a_batch_of_unreadable_images_is_filled_with_readable_ones(tmp_path: Path) -> None:
+    """DDP refuses a training step without a loss, so no batch may come out empty."""
+    from mobilenet_lab.data.imagefolder import ImageFolderDataModule
+    from tests.data_files import write_image_tree
+
+    tree = write_image_tree(tmp_path, classes=2, per_class=4)
+    broken = sorted(str(path) for path in (tree / "val" / "class_0").iterdir())
+    for path in broken:  # the whole first val batch
+        Path(path).write_bytes(b"not a jpeg")
+    dm = ImageFolderDataModule(str(tree), num_classes=2, num_workers=0, image_size=32,
+                               batch_size=4)  # fmt: skip
+    dm.setup()
+    images, labels, bad = next(iter(dm.val_dataloader()))
+    assert images.shape == (4, 3, 32, 32) and labels.tolist() == [1, 1, 1, 1]  # class_1's
+    assert bad == broken  # still named, for BadFileReport
+
+
+def test_loader_workers_share_this_process_cpus(tmp_path: Path, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from lightning.pytorch.plugins.environments import LightningEnvironment, SLURMEnvironment
+
+    from mobilenet_lab.data.imagefolder import ImageFolderDataModule
+    from tests.data_files import write_image_tree
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(32)))
+    monkeypatch.setattr("os.cpu_count", lambda: 32)
+    dm = ImageFolderDataModule(str(write_image_tree(tmp_path)), num_classes=3, image_size=32)
+    dm.setup()
+    for environment, workers in ((LightningEnvironment(), 4), (SLURMEnvironment(), 6)):
+        monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
+        strategy = SimpleNamespace(cluster_environment=environment)
+        dm.trainer = SimpleNamespace(num_devices=8, world_size=8, global_rank=0, strategy=strategy)
+        assert dm.train_dataloader().num_workers == workers  # 32 CPUs / 8 processes; SLURM's 6
