@@ -71,13 +71,20 @@ def check_trainer_config(trainer: DictConfig, hardware: bool = True) -> None:
             "(bf16 on a CPU is much slower than 32: about 20x on the 2-core machines here)"
         )
     devices = device_count(trainer)
-    available = gpus if on_gpu else len(os.sched_getaffinity(0))
+    available = gpus if on_gpu else usable_cpus()
     if devices > available:
         kind = "GPUs" if on_gpu else "CPU cores"
         raise ConfigError(
             f"trainer.devices={trainer.get('devices')} but this machine has {available} {kind}: "
             f"use trainer.devices=1 to {available}"
         )
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, where the OS has one: not macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def device_count(trainer: DictConfig) -> int:

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from mobilenet_lab.checks import ConfigError, check_positive_int
 from mobilenet_lab.data.distributed import unrepeated_sampler
+from mobilenet_lab.trainer import usable_cpus
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -103,7 +104,7 @@ def default_num_workers(local_processes: int, slurm_task: bool) -> int:
     if slurm_task and os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
         share = int(os.environ["SLURM_CPUS_PER_TASK"])
     else:
-        share = len(os.sched_getaffinity(0)) // max(1, local_processes)
+        share = usable_cpus() // max(1, local_processes)
     return max(1, min(8, share))
 
 
