@@ -96,7 +96,8 @@ def test_gpu_preset_asks_for_a_gpu_with_mixed_precision(make_cfg) -> None:
     cfg = make_cfg("train", ["trainer=gpu"])
     assert (cfg.trainer.accelerator, cfg.trainer.precision) == ("gpu", "bf16-mixed")
     ddp = make_cfg("train", ["trainer=ddp"])
-    assert (ddp.trainer.strategy, ddp.trainer.sync_batchnorm) == ("ddp", True)
+    assert ddp.trainer.strategy == "ddp" and "sync_batchnorm" not in ddp.trainer
+    assert ddp.trainer.plugins.sync_batchnorm._target_.endswith("TimmSyncBatchNorm")
 
 
 def test_run_dirs_use_microsecond_timestamps(make_cfg) -> None:

@@ -35,7 +35,9 @@ def test_multirun_with_ddp_makes_one_sweep_and_one_folder_per_job(tmp_path: Path
         assert json.loads((sweep / job / "metrics.json").read_text())["global_batch_size"] == 2 * 64
 
 
-def test_two_torchrun_nodes_on_localhost_share_one_run(tmp_path: Path) -> None:
+def torchrun_nodes(nodes: int, *train_args: str) -> None:
+    """Runs ``src/train.py`` as ``nodes`` torchrun "nodes" of one process each on 127.0.0.1
+    (one agent per node, as on a cluster), and asserts that they all succeed."""
     port = free_port()
     procs = [
         subprocess.Popen(
@@ -43,7 +45,7 @@ def test_two_torchrun_nodes_on_localhost_share_one_run(tmp_path: Path) -> None:
                 sys.executable,
                 "-m",
                 "torch.distributed.run",
-                "--nnodes=2",
+                f"--nnodes={nodes}",
                 "--nproc-per-node=1",
                 f"--node-rank={rank}",
                 "--master-addr=127.0.0.1",
@@ -51,9 +53,8 @@ def test_two_torchrun_nodes_on_localhost_share_one_run(tmp_path: Path) -> None:
                 "src/train.py",
                 "trainer=ddp_cpu",
                 "trainer.devices=1",
-                "trainer.num_nodes=2",
-                *TINY,
-                f"paths.log_dir={tmp_path}",
+                f"trainer.num_nodes={nodes}",
+                *train_args,
             ],
             cwd=ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -61,10 +62,15 @@ def test_two_torchrun_nodes_on_localhost_share_one_run(tmp_path: Path) -> None:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for rank in (0, 1)
+        for rank in range(nodes)
     ]
     outputs = [proc.communicate(timeout=300)[0] for proc in procs]
-    assert [proc.returncode for proc in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    codes = [proc.returncode for proc in procs]
+    assert codes == [0] * nodes, "\n".join(output[-3000:] for output in outputs)
+
+
+def test_two_torchrun_nodes_on_localhost_share_one_run(tmp_path: Path) -> None:
+    torchrun_nodes(2, *TINY, f"paths.log_dir={tmp_path}")
     (run_dir,) = (tmp_path / "train" / "runs").glob("*")  # rank 1 made no folder of its own
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["global_batch_size"] == 2 * 64 and metrics["epochs"] == 2
@@ -94,11 +100,23 @@ def test_slurm_launcher_config_composes() -> None:
         assert line in result.stdout
 
 
+def test_readme_slurm_command_gets_to_slurm_on_a_machine_without_gpus(tmp_path: Path) -> None:
+    """The login node has no GPU and no SLURM here: the config checks pass and submitit is
+    the first to stop (no ``srun``), before any job or run folder exists."""
+    readme = ["-m", "hydra/launcher=slurm", "trainer=ddp", "trainer.devices=8",
+              "trainer.num_nodes=2"]  # fmt: skip
+    result = run_cli("src/train.py", *readme, f"paths.log_dir={tmp_path}")
+    assert result.returncode != 0 and "no GPU" not in result.stderr
+    assert 'Could not detect "srun"' in result.stderr, result.stderr[-3000:]
+    assert not list(tmp_path.glob("train/multiruns/*/0"))
+
+
 def test_ddp_metrics_are_synced_across_ranks(tmp_path: Path) -> None:
-    """Two ranks each test half of the 270 digits; the synced result is the whole set's."""
-    full_test = [*TINY, "trainer.limit_test_batches=1.0"]
-    result = run_cli("src/train.py", "trainer=ddp_cpu", *full_test, f"paths.log_dir={tmp_path}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    """Three ranks test 182 digits (61 + 61 + 60: nothing padded or counted twice); the synced
+    result is the whole set's, as one process scores it. torchrun starts the three processes
+    (three one-device "nodes"): the config check refuses 3 devices on a 2-core machine."""
+    full_test = [*TINY, "trainer.limit_test_batches=1.0", "data.test_fraction=0.101"]
+    torchrun_nodes(3, *full_test, f"paths.log_dir={tmp_path}")
     (run_dir,) = (tmp_path / "train" / "runs").glob("*")
     ddp = json.loads((run_dir / "metrics.json").read_text())["test"]
     ckpt = run_dir / "checkpoints" / "best.ckpt"

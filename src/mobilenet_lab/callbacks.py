@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import random
 import time
+import warnings
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_warn
 
 from mobilenet_lab.loggers import LOGGER_IDS_KEY, logger_ids
@@ -77,26 +79,63 @@ class BadFileReport(L.Callback):
 class RNGState(L.Callback):
     """Saves the random number generators' states in each checkpoint and restores them on
     resume, so that a resumed run draws the same shuffles and augmentations as an uninterrupted
-    one (Lightning saves model, optimizer, scheduler and loop state, not the RNGs)."""
+    one (Lightning saves model, optimizer, scheduler and loop state, not the RNGs).
+
+    Under DDP only rank 0 writes the checkpoint, so every rank's states are gathered into it
+    (one entry per global rank), and each rank restores its own. Of CUDA, only the current
+    device's generator is kept: the one this process draws from, which also resumes on a
+    machine that shows fewer GPUs."""
 
     def state_dict(self) -> dict[str, Any]:
-        np_state = np.random.get_state()
-        state = {
-            "torch": torch.get_rng_state(),
-            "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
-            "python": random.getstate(),
-        }
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
+        ranks = [_rng_states()]
+        if dist.is_available() and dist.is_initialized():
+            ranks = [None] * dist.get_world_size()
+            dist.all_gather_object(ranks, _rng_states())  # every rank saves at the same step
+        return {"ranks": [_as_tensors(state) for state in ranks]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        torch.set_rng_state(state_dict["torch"])
-        name, keys, *rest = state_dict["numpy"]
-        np.random.set_state((name, keys.numpy(), *rest))
-        random.setstate(_as_tuples(state_dict["python"]))
-        if "cuda" in state_dict and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state_dict["cuda"])
+        ranks = state_dict.get("ranks", [state_dict])  # or one process's, as saved before
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        if rank >= len(ranks):
+            warnings.warn(
+                f"the checkpoint holds the random states of {len(ranks)} process(es): rank "
+                f"{rank} keeps its freshly seeded ones, so its draws differ from an "
+                "uninterrupted run's",
+                stacklevel=2,
+            )
+            return
+        _set_rng_states(ranks[rank])
+
+
+def _rng_states() -> dict[str, Any]:
+    """This process's generators, as numpy arrays (which ``all_gather_object`` carries)."""
+    state = {
+        "torch": torch.get_rng_state().numpy(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state().numpy()  # the current device's
+    return state
+
+
+def _as_tensors(state: dict[str, Any]) -> dict[str, Any]:
+    """The arrays as tensors, which a checkpoint loaded with ``weights_only`` may hold."""
+    name, keys, *rest = state["numpy"]
+    tensors = {**state, "numpy": (name, torch.from_numpy(keys.copy()), *rest)}
+    for key in ("torch", "cuda"):
+        if key in state:
+            tensors[key] = torch.from_numpy(state[key].copy())
+    return tensors
+
+
+def _set_rng_states(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy(), *rest))
+    random.setstate(_as_tuples(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def _as_tuples(value: Any) -> Any:

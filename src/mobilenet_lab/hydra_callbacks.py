@@ -14,18 +14,34 @@ from hydra import compose
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from hydra.utils import get_method
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from mobilenet_lab.checks import ConfigError, exit_on_config_error
+
+# Launchers that run the jobs on this machine, whose hardware the jobs will then use.
+LOCAL_LAUNCHERS = frozenset({
+    "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
+    "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+})  # fmt: skip
+
+
+def runs_elsewhere(config: DictConfig) -> bool:
+    """Whether a multirun's launcher (SLURM's, ...) starts the jobs on other machines."""
+    return OmegaConf.select(config, "hydra.launcher._target_") not in (None, *LOCAL_LAUNCHERS)
 
 
 class ValidateConfig(Callback):
     """Runs ``check`` on the composed config (on each job's config in a multirun) before Hydra
-    creates a folder; a ``ConfigError`` becomes one line on stderr and exit status 2."""
+    creates a folder; a ``ConfigError`` becomes one line on stderr and exit status 2.
+
+    With a launcher that runs the jobs elsewhere (SLURM), the submitting process (a login node,
+    often without GPUs) checks only what does not depend on its hardware, and each job checks
+    again, in full, where it runs, before training starts."""
 
     def __init__(self, check: str) -> None:
-        self.check: Callable[[DictConfig], None] = get_method(check)
+        self.check: Callable[..., None] = get_method(check)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         with exit_on_config_error():
@@ -33,11 +49,17 @@ class ValidateConfig(Callback):
 
     def on_multirun_start(self, config: DictConfig, config_name: str, **kwargs: Any) -> None:
         parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+        hardware = not runs_elsewhere(config)
         for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None):
             for job_overrides in batch:
                 job = compose(config_name, overrides=job_overrides, return_hydra_config=True)
                 with exit_on_config_error():
-                    self.check(job)
+                    self.check(job, hardware=hardware)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.mode == RunMode.MULTIRUN and runs_elsewhere(config):
+            with exit_on_config_error():
+                self.check(config)
 
 
 class RunFolder(Callback):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
-from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
@@ -57,6 +57,7 @@ class ImageClassifier(L.LightningModule):
         self.train_metrics = collection.clone(prefix="train/")
         self.val_metrics = collection.clone(prefix="val/")
         self.test_metrics = collection.clone(prefix="test/")
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
 
     def configure_model(self) -> None:
@@ -70,10 +71,8 @@ class ImageClassifier(L.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
 
-    def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor | None:
+    def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
         images, labels = batch
-        if len(labels) == 0:  # every image of the batch was unreadable and skipped
-            return None
         if split == "train" and self.mixup is not None and len(labels) % 2 == 0:
             images, targets = self.mixup(images, labels)
             logits = self(images)
@@ -83,19 +82,16 @@ class ImageClassifier(L.LightningModule):
             loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
         metrics: MetricCollection = getattr(self, f"{split}_metrics")
         metrics.update(logits, labels)
-        training = split == "train"
-        self.log(  # val/test losses are averaged over DDP ranks; metrics sync themselves
-            f"{split}/loss",
-            loss,
-            on_step=training,
-            on_epoch=True,
-            prog_bar=True,
-            sync_dist=not training,
-        )
+        if split == "train":
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        else:  # a metric weighted by images, so DDP ranks holding unequal shares sync exactly
+            mean_loss: MeanMetric = getattr(self, f"{split}_loss")
+            mean_loss.update(loss, weight=len(labels))
+            self.log(f"{split}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "train")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

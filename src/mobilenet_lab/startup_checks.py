@@ -21,9 +21,10 @@ from mobilenet_lab.run_config import RESUME_EXAMPLE, load_checkpoint, restore_ru
 from mobilenet_lab.trainer import check_trainer_config, per_device_batch_size
 
 
-def check_train_config(cfg: DictConfig) -> None:
-    """What ``src/train.py`` needs before it may create a run folder."""
-    check_trainer_config(cfg.trainer)
+def check_train_config(cfg: DictConfig, hardware: bool = True) -> None:
+    """What ``src/train.py`` needs before it may create a run folder (``hardware=False``: the
+    job runs on another machine, which checks its own GPUs and cores)."""
+    check_trainer_config(cfg.trainer, hardware)
     per_device_batch_size(cfg)
     check_model_and_data(cfg)
     if cfg.get("ckpt_path"):
@@ -63,14 +64,15 @@ def check_resumable(cfg: DictConfig, checkpoint: dict[str, Any]) -> None:
         )
 
 
-def check_profile_config(cfg: DictConfig) -> None:
-    """What ``scripts/profile_model.py`` needs: the same model and input size checks as training."""
+def check_profile_config(cfg: DictConfig, hardware: bool = True) -> None:
+    """What ``scripts/profile_model.py`` needs: the same model and input size checks as training
+    (none of them depends on the hardware)."""
     check_model_and_data(cfg)
 
 
-def check_eval_config(cfg: DictConfig) -> None:
+def check_eval_config(cfg: DictConfig, hardware: bool = True) -> None:
     """What ``src/eval.py`` needs: a readable checkpoint, and its run's config still valid."""
-    check_trainer_config(cfg.trainer)
+    check_trainer_config(cfg.trainer, hardware)
     if cfg.weights not in ("averaged", "trained"):
         raise ConfigError(f"weights={cfg.weights!r} is not valid: use averaged or trained")
     checkpoint = load_checkpoint(cfg.ckpt_path)
@@ -116,9 +118,10 @@ def _config_error_in(error: BaseException | None) -> ConfigError | None:
     return error
 
 
-def check_export_config(cfg: DictConfig) -> None:
+def check_export_config(cfg: DictConfig, hardware: bool = True) -> None:
     """What ``src/export.py`` needs: a checkpoint of this kit, a known quantization, ONNX
-    installed, and the run's config still valid (its data set gives the check images)."""
+    installed, and the run's config still valid (its data set gives the check images). Export
+    runs on the CPU, so ``hardware`` has nothing to check."""
     if cfg.weights not in ("averaged", "trained"):
         raise ConfigError(f"weights={cfg.weights!r} is not valid: use averaged or trained")
     if cfg.quantize is not None and cfg.quantize != "int8":
@@ -135,7 +138,7 @@ def check_export_config(cfg: DictConfig) -> None:
     check_model_and_data(merged)
 
 
-def check_predict_config(cfg: DictConfig) -> None:
+def check_predict_config(cfg: DictConfig, hardware: bool = True) -> None:
     """What ``src/predict.py`` needs: a checkpoint of this kit or an ONNX file it exported, and
     an input that names at least one image file."""
     from mobilenet_lab.prediction import list_inputs
@@ -146,7 +149,7 @@ def check_predict_config(cfg: DictConfig) -> None:
         _positive_int(cfg, key)
     if cfg.device not in ("auto", "cpu") and not str(cfg.device).startswith("cuda"):
         raise ConfigError(f"device={cfg.device!r} is not valid: use auto, cpu or cuda[:N]")
-    if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
+    if hardware and str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={cfg.device!r} but this machine has no GPU: use auto or cpu")
     if cfg.ckpt_path and Path(cfg.ckpt_path).suffix.lower() == ".onnx":
         _onnx_installed()

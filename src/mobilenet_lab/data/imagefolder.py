@@ -7,15 +7,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from mobilenet_lab.checks import ConfigError, check_positive_int
+from mobilenet_lab.data.distributed import unrepeated_sampler
+from mobilenet_lab.trainer import usable_cpus
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -65,9 +67,11 @@ def unreadable(paths: list[str]) -> list[str]:
     return bad
 
 
-class SkipBadImages(Dataset):
-    """Decodes one image; a file that fails comes back as ``(None, path)`` for the collate
-    function to drop and report."""
+class ReplaceBadImages(Dataset):
+    """Decodes one image; a file that fails is replaced by the next readable one of the split
+    (with that image's label), so every batch is full, and its path comes back with the sample
+    for the data module to report. Distributed training needs this: a rank whose batch came out
+    empty would have no loss to give its DDP peers."""
 
     def __init__(self, samples: list[tuple[str, int]], transform: Callable) -> None:
         self.samples, self.transform = samples, transform
@@ -75,30 +79,42 @@ class SkipBadImages(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
-        path, label = self.samples[index]
-        try:
-            with Image.open(path) as image:
-                return self.transform(image.convert("RGB")), label
-        except Exception:
-            return None, path
+    def __getitem__(self, index: int) -> tuple[Tensor, int, list[str]]:
+        bad = []
+        for offset in range(len(self.samples)):
+            path, label = self.samples[(index + offset) % len(self.samples)]
+            try:
+                with Image.open(path) as image:
+                    return self.transform(image.convert("RGB")), label, bad
+            except Exception:  # PIL raises OSError, SyntaxError, ValueError... for broken files
+                bad.append(path)
+        raise RuntimeError(f"no image of {len(bad)} in this split can be decoded, e.g. {bad[0]}")
 
 
-def collate_skipping_bad(samples: list[tuple[Any, Any]]) -> tuple[Tensor, Tensor, list[str]]:
-    good = [sample for sample in samples if sample[0] is not None]
-    bad = [path for image, path in samples if image is None]
-    if not good:
-        return torch.empty(0), torch.empty(0, dtype=torch.long), bad
-    images, labels = default_collate(good)
-    return images, labels, bad
+def collate_naming_bad(samples: list[tuple[Tensor, int, list[str]]]) -> tuple[Tensor, ...]:
+    """A batch, and the unreadable files its samples replaced."""
+    images, labels = default_collate([(image, label) for image, label, _ in samples])
+    return images, labels, sorted({path for _, _, bad in samples for path in bad})
+
+
+def default_num_workers(local_processes: int, slurm_task: bool) -> int:
+    """Loader workers per process: the CPUs this process may use (SLURM's ``cpus_per_task``
+    in a SLURM task, else its CPU affinity shared by the ``local_processes`` of this node's
+    training), at most 8, at least 1."""
+    if slurm_task and os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
+        share = int(os.environ["SLURM_CPUS_PER_TASK"])
+    else:
+        share = usable_cpus() // max(1, local_processes)
+    return max(1, min(8, share))
 
 
 class ImageFolderDataModule(L.LightningDataModule):
     """``num_classes`` is the number of class folders in ``train/`` (the config resolves it
-    from the data). ``batch_size`` is per device; ``num_workers=null`` means one per CPU core
-    (at most 8). Construction only checks the folders (cheap: the config check builds this
-    module too); ``setup`` lists the images. ``strict=true`` decodes every image there and fails
-    listing the broken ones; otherwise they are skipped and reported at the end of each epoch."""
+    from the data). ``batch_size`` is per device; ``num_workers=null`` means one per CPU this
+    process may use (see ``default_num_workers``; at most 8). Construction only checks the
+    folders (cheap: the config check builds this module too); ``setup`` lists the images.
+    ``strict=true`` decodes every image there and fails listing the broken ones; otherwise each
+    is replaced by the next readable image and reported at the end of each epoch."""
 
     def __init__(
         self,
@@ -126,7 +142,6 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.num_classes, self.in_chans, self.image_size = num_classes, in_chans, image_size
         self.mean, self.std = tuple(mean), tuple(std)
-        self.num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
         root = Path(data_dir)
         self.classes = class_names(root / "train")
         if not (root / "val").is_dir():
@@ -169,15 +184,27 @@ class ImageFolderDataModule(L.LightningDataModule):
             auto_augment=hp.auto_augment, re_prob=hp.re_prob,
         )  # fmt: skip
 
+    @property
+    def num_workers(self) -> int:
+        if self.hparams.num_workers is not None:
+            return self.hparams.num_workers
+        trainer = self.trainer
+        local_processes = trainer.num_devices if trainer is not None else 1
+        environment = getattr(trainer.strategy, "cluster_environment", None) if trainer else None
+        return default_num_workers(local_processes, isinstance(environment, SLURMEnvironment))
+
     def _loader(self, split: str, training: bool) -> DataLoader:
+        dataset = ReplaceBadImages(self.samples[split], self._transform(training))
+        workers = self.num_workers
         return DataLoader(
-            SkipBadImages(self.samples[split], self._transform(training)),
+            dataset,
             batch_size=self.hparams.batch_size,
             shuffle=training,
-            num_workers=self.num_workers,
-            collate_fn=collate_skipping_bad,
+            sampler=None if training else unrepeated_sampler(dataset, self.trainer),
+            num_workers=workers,
+            collate_fn=collate_naming_bad,
             pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:

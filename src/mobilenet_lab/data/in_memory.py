@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mobilenet_lab.checks import check_positive_int
 from mobilenet_lab.data.batch_transforms import resize
+from mobilenet_lab.data.distributed import unrepeated_sampler
 
 Batch = tuple[Tensor, Tensor]
 SPLITS = ("train", "val", "test")
@@ -45,10 +46,12 @@ class InMemoryDataModule(L.LightningDataModule):
             self.splits = {name: TensorDataset(*tensors) for name, tensors in self.load().items()}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.splits[split]
         return DataLoader(
-            self.splits[split],
+            dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=None if shuffle else unrepeated_sampler(dataset, self.trainer),
             pin_memory=torch.cuda.is_available(),
         )
 
