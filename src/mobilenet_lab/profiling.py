@@ -7,6 +7,8 @@ layer type of each count is read from the module that ran it.
 
 from __future__ import annotations
 
+import json
+import platform
 import statistics
 import time
 from collections import defaultdict
@@ -136,3 +138,51 @@ def measure_speed(
         "latency_ms_batch_1": 1000 * latency,
         f"images_per_s_batch_{cfg.speed.batch_size}": cfg.speed.batch_size / batch_time,
     }
+
+
+SPEED_SETTINGS = Path(__file__).resolve().parents[2] / "conf" / "profile.yaml"
+
+
+def cached_latency(run_dir: Path, measured: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Batch-1 latency of a training run's network on this machine, measured as ``profile``
+    does (``conf/profile.yaml``'s ``speed`` settings) at the run's input size and classes.
+
+    Kept in the run's ``latency.json`` for this machine and network, so a second report does
+    not measure again; ``measured`` shares one measurement between runs of the same network.
+    """
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    model = OmegaConf.to_container(config.model, resolve=True)
+    model.update({k: v for k, v in {"init_from": None, "pretrained": False}.items() if k in model})
+    in_chans, size = config.data.in_chans, config.data.image_size
+    device = torch.device(default_device())
+    machine = f"{platform.node()} {device_name(device)}"
+    network = json.dumps({"model": model, "in_chans": in_chans, "image_size": size}, sort_keys=True)
+    cache = run_dir / "latency.json"
+    if cache.is_file():
+        cached = json.loads(cache.read_text())
+        if (cached.get("machine"), cached.get("network")) == (machine, network):
+            return cached["result"]
+    if network not in measured:
+        net = instantiate(model).eval()
+        speed = measure_speed(net, torch.randn(1, in_chans, size, size), _speed_config(), device)
+        measured[network] = {
+            "latency_ms_batch_1": speed["latency_ms_batch_1"],
+            "latency_device": device_name(device),
+        }
+    write_json_atomic(cache, {"machine": machine, "network": network, "result": measured[network]})
+    return measured[network]
+
+
+def device_name(device: torch.device) -> str:
+    """What the latency was measured on: the GPU's name, or the CPU and its thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu x{torch.get_num_threads()}"
+
+
+def _speed_config() -> DictConfig:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"speed": OmegaConf.load(SPEED_SETTINGS).speed})
