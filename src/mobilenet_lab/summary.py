@@ -137,7 +137,7 @@ def write_report(
     ]
     rows = report_rows(rows)
     device = next((r["latency_device"] for r in rows if r.get("latency_device")), "-")
-    markdown = _markdown(rows, title, device, out_dir / "optimization_results.yaml")
+    markdown = _markdown(rows, title, device, _optuna_results(rows))
     if plot:
         from mobilenet_lab.tradeoff_plot import save_tradeoff_plot
 
@@ -160,7 +160,7 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: s
     console.print(table)
 
 
-def _markdown(rows: Sequence[dict[str, Any]], title: str, device: str, optuna: Path) -> str:
+def _markdown(rows: Sequence[dict[str, Any]], title: str, device: str, optuna: Path | None) -> str:
     header = {
         "latency_ms_batch_1": f"latency ms (batch 1, {device})",
         "val/acc_best": "val acc (best)",
@@ -189,11 +189,18 @@ def _markdown(rows: Sequence[dict[str, Any]], title: str, device: str, optuna: P
         for row in failed:
             reason = row.get("error", "no metrics.json (killed, or still running)")
             lines.append(f"- `{row['run_dir']}`: {row['status']}: {reason}")
-    if optuna.is_file():
+    if optuna is not None:
         best = OmegaConf.load(optuna)
-        lines += ["", "## Optuna's best trial", "", f"- best value: {best.get('best_value')}"]
+        lines += ["", f"## Optuna's best trial ({optuna})", "", f"- value: {best.best_value}"]
         lines += [f"- `{key}={value}`" for key, value in (best.get("best_params") or {}).items()]
     return "\n".join(lines) + "\n"
+
+
+def _optuna_results(rows: Sequence[dict[str, Any]]) -> Path | None:
+    """The newest ``optimization_results.yaml`` the Optuna sweeper left beside these runs."""
+    found = {Path(row["run_dir"]).parent / "optimization_results.yaml" for row in rows}
+    found = {path for path in found if path.is_file()}
+    return max(found, key=lambda path: path.stat().st_mtime) if found else None
 
 
 def _read_run(run_dir: Path) -> dict[str, Any]:
@@ -221,9 +228,21 @@ def _varied_overrides(rows: Sequence[dict[str, Any]]) -> list[str]:
     sets = [set(row.get("overrides") or []) for row in rows]
     common = set.intersection(*sets) if sets else set()
     return [
-        " ".join(o for o in sorted(s - common) if o.split("=", 1)[0].lstrip("+~") not in SHOWN_KEYS)
-        for s in sets
+        " ".join(_short(o) for o in sorted(s - common) if _key(o) not in SHOWN_KEYS) for s in sets
     ]
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _short(override: str) -> str:
+    """``optimizer.lr=0.028057582076672527`` -> ``optimizer.lr=0.02806`` (Optuna's draws)."""
+    key, _, value = override.partition("=")
+    try:
+        return f"{key}={float(value):.4g}" if "." in value or "e" in value else override
+    except ValueError:
+        return override
 
 
 def _has(row: dict[str, Any], key: str) -> bool:
