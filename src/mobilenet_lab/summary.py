@@ -123,25 +123,21 @@ def pareto_optimal(
     ]
 
 
-def write_report(
-    out_dir: Path, rows: Sequence[dict[str, Any]], title: str, plot: bool = True
-) -> list[dict[str, Any]]:
-    """Adds each run's batch-1 latency (measured once per network on this machine, cached in
-    the run folder), then writes ``report.md``, ``report.csv`` and ``tradeoff.png``."""
+def write_report(out_dir: Path, rows: Sequence[dict[str, Any]], title: str) -> list[dict[str, Any]]:
+    """Adds each finished run's batch-1 latency (measured once per network on this machine,
+    cached in the run folder), then writes ``report.md``, ``report.csv`` and ``tradeoff.png``,
+    each to a temporary name first."""
     from mobilenet_lab.profiling import cached_latency
+    from mobilenet_lab.tradeoff_plot import save_tradeoff_plot
 
     latencies: dict[str, dict[str, Any]] = {}
     rows = [
         {**row, **cached_latency(Path(row["run_dir"]), latencies)} if row["status"] == "ok" else row
-        for row in rows
+        for row in report_rows(rows)
     ]
-    rows = report_rows(rows)
     device = next((r["latency_device"] for r in rows if r.get("latency_device")), "-")
     markdown = _markdown(rows, title, device, _optuna_results(rows))
-    if plot:
-        from mobilenet_lab.tradeoff_plot import save_tradeoff_plot
-
-        save_tradeoff_plot(rows, out_dir / "tradeoff.png", device)
+    save_tradeoff_plot(rows, out_dir / "tradeoff.png", device)
     write_csv(out_dir / "report.csv", rows, REPORT_COLUMNS)
     tmp = out_dir / "report.md.tmp"
     tmp.write_text(markdown)
