@@ -87,5 +87,5 @@ def failures_message(failed: Sequence[dict[str, Any]], total: int, report: Path)
     for row in failed:
         reason = row.get("error") or "no metrics.json: killed, or still running"
         lines.append(f"  {row['status']:<10} {row['run_dir']}  {reason}")
-    lines.append("Each failed job's metrics.json has the error, its <task>.log the traceback.")
+    lines.append("Each job's metrics.json holds its error; the .log file beside it, the traceback.")
     return "\n".join(lines)

@@ -87,17 +87,20 @@ class ResumeStudy(Callback):
         import optuna
 
         Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
-        storage = str(sweeper.storage)
-        if storage.startswith("sqlite:///"):  # SQLite makes the file, not its folder
-            Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        url = str(sweeper.storage)
+        if url.startswith("sqlite:///"):  # SQLite makes the file, not its folder
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        storage = optuna.storages.get_storage(url)
         try:
-            study = optuna.load_study(study_name=sweeper.study_name, storage=storage)
+            study = storage.get_study_id_from_name(sweeper.study_name)
         except KeyError:  # a new study
             return
-        for trial in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING]):
-            study._storage.set_trial_system_attr(trial._trial_id, "fixed_params", trial.params)
-            study._storage.set_trial_state(trial._trial_id, optuna.trial.TrialState.WAITING)
-        finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+        running = optuna.trial.TrialState.RUNNING
+        for trial in storage.get_all_trials(study, deepcopy=False, states=(running,)):
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study, trial.number)
+            storage.set_trial_system_attr(trial_id, "fixed_params", trial.params)
+            storage.set_trial_state(trial_id, optuna.trial.TrialState.WAITING)
+        finished = [t for t in storage.get_all_trials(study) if t.state.is_finished()]
         with read_write(config), open_dict(config):
             config.hydra.sweeper.n_trials = max(0, sweeper.n_trials - len(finished))
         print(
