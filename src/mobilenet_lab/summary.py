@@ -85,7 +85,8 @@ def read_runs(folders: Sequence[Path]) -> list[dict[str, Any]]:
 def summarise_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
     """Reads every job of ``sweep_dir`` in job order; writes ``summary.csv`` (every metric)."""
     rows = read_runs([sweep_dir])
-    write_csv(sweep_dir / "summary.csv", rows)
+    flat = [{**row, "overrides": " ".join(row["overrides"])} for row in rows]
+    write_csv(sweep_dir / "summary.csv", flat)
     return rows
 
 
