@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from mobilenet_lab.summary import pareto_optimal, read_runs, report_rows, write_report
 from tests.conftest import ROOT, run_cli
 
-TINY = ["model.alpha=0.25", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+TINY = ["model.alpha=0.25", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
         "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
         "trainer.enable_progress_bar=false", "~callbacks.model_summary"]  # fmt: skip
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -129,7 +129,7 @@ def test_diverged_and_failed_jobs_are_recorded_and_the_others_run(tmp_path: Path
     stop = "+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping"
     result = run_cli("src/train.py", "-m", "optimizer.lr=0.05,1e6", stop,
                      "+callbacks.stop.monitor=val/acc,val/never_logged", *TINY,
-                     f"paths.log_dir={tmp_path}")  # fmt: skip
+                     f"paths.log_dir={tmp_path}", timeout=900)  # fmt: skip
     assert result.returncode == 1, result.stderr[-3000:]
     (sweep,) = (tmp_path / "train" / "multiruns").glob("*")
     metrics = {job: json.loads((sweep / job / "metrics.json").read_text()) for job in "0123"}
