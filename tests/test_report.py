@@ -142,7 +142,9 @@ def test_diverged_and_failed_jobs_are_recorded_and_the_others_run(tmp_path: Path
     assert "Traceback" not in result.stderr
     assert f"3 of 4 jobs failed (report: {sweep})" in result.stderr
     assert f"diverged   {sweep / '2'}  loss nan at step" in result.stderr
-    assert "test/acc" in (sweep / "report.md").read_text()
+    report = (sweep / "report.md").read_text()
+    assert "| test acc |" in report and report.count("| ok |") == 1
+    assert f"`{sweep / '1'}`: failed: RuntimeError: Early stopping" in report
     assert (sweep / "tradeoff.png").read_bytes()[:8] == PNG_SIGNATURE
 
 
