@@ -78,7 +78,8 @@ class ResumeStudy(Callback):
     """With Hydra's Optuna sweeper and a ``storage``, ``n_trials`` counts the study's trials,
     not this command's: the same command after a kill runs only the trials still missing. A
     trial the kill left running is queued again with its parameters (Optuna's waiting state),
-    so it runs once more under its own number instead of being lost or repeated."""
+    so it runs once more under its own number instead of being lost or repeated; a seeded
+    sampler's seed moves on by the number of trials, so new trials do not repeat old ones."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweeper = config.hydra.sweeper
@@ -100,9 +101,13 @@ class ResumeStudy(Callback):
             trial_id = storage.get_trial_id_from_study_id_trial_number(study, trial.number)
             storage.set_trial_system_attr(trial_id, "fixed_params", trial.params)
             storage.set_trial_state(trial_id, optuna.trial.TrialState.WAITING)
-        finished = [t for t in storage.get_all_trials(study) if t.state.is_finished()]
+        trials = storage.get_all_trials(study)
+        finished = [t for t in trials if t.state.is_finished()]
         with read_write(config), open_dict(config):
             config.hydra.sweeper.n_trials = max(0, sweeper.n_trials - len(finished))
+            if sweeper.get("sampler") and sweeper.sampler.get("seed") is not None:
+                # a seeded sampler would draw the first command's parameters again
+                config.hydra.sweeper.sampler.seed = sweeper.sampler.seed + len(trials)
         print(
             f"Optuna study {sweeper.study_name!r} has {len(finished)} finished trial(s): "
             f"running {config.hydra.sweeper.n_trials} more"
