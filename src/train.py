@@ -4,15 +4,16 @@ import hydra
 from omegaconf import DictConfig
 
 import mobilenet_lab.resolvers  # noqa: F401  (registers the resolvers the configs use)
-from mobilenet_lab.checks import exit_on_config_error
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float:
-    from mobilenet_lab.training import train  # imported here so --help and --cfg stay fast
+def main(cfg: DictConfig) -> float | None:
+    """The metric a sweeper optimises; None when the run failed (a failed trial for Optuna)."""
+    from mobilenet_lab.failures import run_job  # imported here so --help and --cfg stay fast
+    from mobilenet_lab.training import train
 
-    with exit_on_config_error():  # errors raised at run time too: one line, exit 2
-        return train(cfg)["val"].get(cfg.optimized_metric, float("nan"))
+    metrics = run_job(train, cfg)
+    return None if metrics is None else metrics["val"].get(cfg.optimized_metric, float("nan"))
 
 
 if __name__ == "__main__":

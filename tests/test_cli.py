@@ -69,6 +69,12 @@ def test_multirun_grid_keeps_one_folder_per_job_and_a_summary(tmp_path: Path) ->
     assert [row["job"] for row in rows] == ["0", "1", "2", "3"]
     assert all(0 <= float(row["test/acc"]) <= 1 for row in rows)
     assert "multirun summary" in result.stdout
+    with open(sweep_dir / "report.csv") as file:  # the accuracy-cost report, by mult-adds
+        report = list(csv.DictReader(file))
+    assert [int(row["mult_adds"]) for row in report] == sorted(int(r["mult_adds"]) for r in rows)
+    assert report[0]["pareto"] == "yes" and all(float(r["latency_ms_batch_1"]) > 0 for r in report)
+    assert "| pareto |" in (sweep_dir / "report.md").read_text()
+    assert (sweep_dir / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 BAD_INPUT = [

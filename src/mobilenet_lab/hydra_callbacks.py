@@ -4,6 +4,7 @@ before any folder exists, and the summary of a sweep."""
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from datetime import datetime
@@ -140,18 +141,75 @@ class OneFolderPerRun(Callback):
                 config.hydra.run.dir = tempfile.mkdtemp(prefix=f"mobilenet_lab_rank{rank}_")
 
 
+class ResumeStudy(Callback):
+    """With Hydra's Optuna sweeper and a ``storage``, ``n_trials`` counts the study's trials,
+    not this command's: the same command after a kill runs only the trials still missing. A
+    trial the kill left running is queued again with its parameters (Optuna's waiting state),
+    so it runs once more under its own number instead of being lost or repeated; a seeded
+    sampler's seed moves on by the number of trials, so new trials do not repeat old ones."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweeper = config.hydra.sweeper
+        if "optuna" not in str(sweeper.get("_target_", "")) or not sweeper.get("storage"):
+            return
+        import optuna
+
+        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+        url = str(sweeper.storage)
+        if url.startswith("sqlite:///"):  # SQLite makes the file, not its folder
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        storage = optuna.storages.get_storage(url)
+        try:
+            study = storage.get_study_id_from_name(sweeper.study_name)
+        except KeyError:  # a new study
+            return
+        running = optuna.trial.TrialState.RUNNING
+        for trial in storage.get_all_trials(study, deepcopy=False, states=(running,)):
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study, trial.number)
+            storage.set_trial_system_attr(trial_id, "fixed_params", trial.params)
+            storage.set_trial_state(trial_id, optuna.trial.TrialState.WAITING)
+        trials = storage.get_all_trials(study)
+        finished = [t for t in trials if t.state.is_finished()]
+        with read_write(config), open_dict(config):
+            config.hydra.sweeper.n_trials = max(0, sweeper.n_trials - len(finished))
+            if sweeper.get("sampler") and sweeper.sampler.get("seed") is not None:
+                # a seeded sampler would draw the first command's parameters again
+                config.hydra.sweeper.sampler.seed = sweeper.sampler.seed + len(trials)
+        print(
+            f"Optuna study {sweeper.study_name!r} has {len(finished)} finished trial(s): "
+            f"running {config.hydra.sweeper.n_trials} more"
+        )
+
+
 class SummariseSweep(Callback):
     """After a multirun, gathers every job's ``metrics.json`` into ``summary.csv`` and prints
-    the ``columns`` of it as a table."""
+    the ``columns`` of it as a table; with ``report``, also writes the accuracy-cost report
+    (``report.md``, ``report.csv``, ``tradeoff.png``) over the runs under ``report_dir`` (the
+    sweep's folder by default). Failed jobs of this sweep end it with a short message naming
+    them and exit status 1."""
 
-    def __init__(self, columns: list[str]) -> None:
-        self.columns = ["job", *columns]
+    def __init__(self, columns: list[str], report: bool = False, report_dir: str | None = None):
+        self.columns = ["job", *columns, "status"]
+        self.report = report
+        self.report_dir = report_dir
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from mobilenet_lab.summary import print_table, summarise_sweep
+        from mobilenet_lab.failures import failures_message
+        from mobilenet_lab.summary import print_table, read_runs, summarise_sweep, write_report
 
-        rows = summarise_sweep(Path(config.hydra.sweep.dir))
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = jobs = summarise_sweep(sweep_dir)
+        report_dir = Path(self.report_dir) if self.report_dir else sweep_dir
+        if self.report:
+            report_dir.mkdir(parents=True, exist_ok=True)
+            title = f"{config.task_name}: accuracy against cost ({report_dir})"
+            all_rows = rows if report_dir == sweep_dir else read_runs([report_dir])
+            rows = write_report(report_dir, all_rows, title)
         print_table(rows, self.columns, title=f"{config.task_name} multirun summary")
+        failed = [job for job in jobs if job["status"] != "ok"]
+        if failed:
+            print(failures_message(failed, len(jobs), report_dir), file=sys.stderr)
+            sys.exit(1)
 
 
 def _rank() -> int:

@@ -14,6 +14,8 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from mobilenet_lab.failures import TrainingDiverged
+
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[..., LRScheduler]
 
@@ -80,9 +82,12 @@ class ImageClassifier(L.LightningModule):
         else:
             logits = self(images)
             loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        training = split == "train"
+        if training and not torch.isfinite(loss):
+            self._diverged(loss)
         metrics: MetricCollection = getattr(self, f"{split}_metrics")
         metrics.update(logits, labels)
-        if split == "train":
+        if training:
             self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         else:  # a metric weighted by images, so DDP ranks holding unequal shares sync exactly
             mean_loss: MeanMetric = getattr(self, f"{split}_loss")
@@ -90,6 +95,14 @@ class ImageClassifier(L.LightningModule):
             self.log(f"{split}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    def _diverged(self, loss: Tensor) -> None:
+        """Stops the run at the first non-finite training loss, saying where and at what lr."""
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        raise TrainingDiverged(
+            f"loss {loss.item()} at step {self.trainer.global_step} "
+            f"(epoch {self.current_epoch}), lr {lr:.4g}"
+        )
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "train")

@@ -7,6 +7,8 @@ layer type of each count is read from the module that ran it.
 
 from __future__ import annotations
 
+import json
+import platform
 import statistics
 import time
 from collections import defaultdict
@@ -145,20 +147,75 @@ def profile(cfg: DictConfig) -> dict[str, Any]:
 
 
 def measure_speed(
-    model: nn.Module, image: Tensor, cfg: DictConfig, device: torch.device
+    model: nn.Module,
+    image: Tensor,
+    cfg: DictConfig,
+    device: torch.device,
+    throughput: bool = True,
 ) -> dict[str, Any]:
-    """Batch-1 latency and throughput at ``cfg.speed.batch_size`` (images/s), inference mode."""
+    """Batch-1 latency and (unless ``throughput=False``, as the report needs only latency)
+    throughput at ``cfg.speed.batch_size`` (images/s), in inference mode."""
     memory_format = torch.channels_last if cfg.speed.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
     single = image.to(device, memory_format=memory_format)
-    batch = single.repeat(cfg.speed.batch_size, 1, 1, 1).contiguous(memory_format=memory_format)
     with torch.inference_mode():
         latency = median_seconds(lambda: model(single), cfg.speed.repeats, cfg.speed.warmup, device)
-        batch_time = median_seconds(
-            lambda: model(batch), cfg.speed.repeats, cfg.speed.warmup, device
-        )
-    return {
-        "device": device.type,
-        "latency_ms_batch_1": 1000 * latency,
-        f"images_per_s_batch_{cfg.speed.batch_size}": cfg.speed.batch_size / batch_time,
-    }
+    speed = {"device": device.type, "latency_ms_batch_1": 1000 * latency}
+    if throughput:
+        size = cfg.speed.batch_size
+        batch = single.repeat(size, 1, 1, 1).contiguous(memory_format=memory_format)
+        with torch.inference_mode():
+            seconds = median_seconds(
+                lambda: model(batch), cfg.speed.repeats, cfg.speed.warmup, device
+            )
+        speed[f"images_per_s_batch_{size}"] = size / seconds
+    return speed
+
+
+SPEED_SETTINGS = Path(__file__).resolve().parents[2] / "conf" / "profile.yaml"
+
+
+def cached_latency(run_dir: Path, measured: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Batch-1 latency of a training run's network on this machine, measured as ``profile``
+    does (``conf/profile.yaml``'s ``speed`` settings) at the run's input size and classes.
+
+    Kept in the run's ``latency.json`` for this machine and network, so a second report does
+    not measure again; ``measured`` shares one measurement between runs of the same network.
+    """
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    model = OmegaConf.to_container(config.model, resolve=True)
+    model.update({k: v for k, v in {"init_from": None, "pretrained": False}.items() if k in model})
+    in_chans, size = config.data.in_chans, config.data.image_size
+    device = torch.device(default_device())
+    machine = f"{platform.node()} {device_name(device)}"
+    network = json.dumps({"model": model, "in_chans": in_chans, "image_size": size}, sort_keys=True)
+    cache = run_dir / "latency.json"
+    if cache.is_file():
+        cached = json.loads(cache.read_text())
+        if (cached.get("machine"), cached.get("network")) == (machine, network):
+            return cached["result"]
+    if network not in measured:
+        net = instantiate(model).eval()
+        image = torch.randn(1, in_chans, size, size)
+        speed = measure_speed(net, image, _speed_config(), device, throughput=False)
+        measured[network] = {
+            "latency_ms_batch_1": speed["latency_ms_batch_1"],
+            "latency_device": device_name(device),
+        }
+    write_json_atomic(cache, {"machine": machine, "network": network, "result": measured[network]})
+    return measured[network]
+
+
+def device_name(device: torch.device) -> str:
+    """What the latency was measured on: the GPU's name, or the CPU and its thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu x{torch.get_num_threads()}"
+
+
+def _speed_config() -> DictConfig:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"speed": OmegaConf.load(SPEED_SETTINGS).speed})

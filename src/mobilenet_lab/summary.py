@@ -1,15 +1,41 @@
-"""Gathers run results: every job's ``metrics.json`` in a sweep as one CSV row, and tables."""
+"""Gathers run results: every run's ``metrics.json`` under some folders as one row each, the
+sweep's ``summary.csv``, tables, and the accuracy-cost report (``report.md``, ``report.csv``,
+``tradeoff.png``) with its Pareto-optimal runs marked."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
+
+from mobilenet_lab.checks import ConfigError
+
+# What report.md and report.csv show, one row per run, sorted by mult-adds.
+REPORT_COLUMNS = (
+    "run",
+    "model",
+    "alpha",
+    "image_size",
+    "params",
+    "mult_adds",
+    "latency_ms_batch_1",
+    "val/acc_best",
+    "test/acc",
+    "wall_time_s",
+    "status",
+    "pareto",
+    "varied",
+)
+ACCURACY = "test/acc"
+# Overrides shown as columns already, left out of the report's ``varied`` column.
+SHOWN_KEYS = ("model", "model.alpha", "data.image_size", "paths.log_dir")
 
 
 def flatten(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -24,20 +50,99 @@ def flatten(metrics: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=columns)
+def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] = ()) -> None:
+    """Every key of ``rows`` (or just ``columns``) as a CSV, written whole or not at all."""
+    columns = list(columns) or list(dict.fromkeys(key for row in rows for key in row))
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def find_runs(folder: Path) -> list[Path]:
+    """The run folders in ``folder`` (itself, or any below it): those with a ``metrics.json``
+    or Hydra's ``.hydra/`` (a job that was killed, or still runs, has only the latter)."""
+    found = {p.parent for p in folder.rglob("metrics.json")}
+    found |= {p.parent.parent for p in folder.rglob(".hydra/config.yaml")}
+    return sorted(found, key=_path_order)
+
+
+def read_runs(folders: Sequence[Path]) -> list[dict[str, Any]]:
+    """One row per run under ``folders``: the flattened ``metrics.json`` plus ``run_dir``,
+    ``job`` (the path below the folder given) and ``status`` (``incomplete`` without one)."""
+    rows = []
+    for folder in folders:
+        if not folder.is_dir():
+            raise ConfigError(f"{folder} is not a folder: give run or sweep folders")
+        for run_dir in find_runs(folder):
+            job = run_dir.relative_to(folder).as_posix()
+            rows.append({"job": job if job != "." else run_dir.name, **_read_run(run_dir)})
+    return rows
 
 
 def summarise_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Reads ``<sweep_dir>/<job>/metrics.json`` in job order; writes ``summary.csv``."""
-    rows = []
-    for path in sorted(sweep_dir.glob("*/metrics.json"), key=lambda p: _job_number(p.parent)):
-        rows.append({"job": path.parent.name, **flatten(json.loads(path.read_text()))})
-    write_csv(sweep_dir / "summary.csv", rows)
+    """Reads every job of ``sweep_dir`` in job order; writes ``summary.csv`` (every metric)."""
+    rows = read_runs([sweep_dir])
+    flat = [{**row, "overrides": " ".join(row["overrides"])} for row in rows]
+    write_csv(sweep_dir / "summary.csv", flat)
+    return rows
+
+
+def report_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of training runs, sorted by mult-adds, with ``pareto`` and ``varied`` added.
+    Anything else (another tool's ``metrics.json``) is refused with one line."""
+    for row in rows:
+        if row["status"] != "incomplete" and not {"task", "model", "image_size"} <= row.keys():
+            raise ConfigError(
+                f"{row['run_dir']}/metrics.json was not written by src/train.py (it has no "
+                "task, model and image_size): give folders of training runs"
+            )
+    rows = sorted(rows, key=lambda r: (r.get("mult_adds") is None, r.get("mult_adds") or 0))
+    front = pareto_optimal(rows, "mult_adds")
+    varied = _varied_overrides(rows)
+    return [
+        {**row, "run": row["job"], "pareto": "yes" if best else "", "varied": extra}
+        for row, best, extra in zip(rows, front, varied, strict=True)
+    ]
+
+
+def pareto_optimal(
+    rows: Sequence[dict[str, Any]], cost: str, accuracy: str = ACCURACY
+) -> list[bool]:
+    """Which finished rows no other row beats: as cheap or cheaper in ``cost`` and as accurate
+    or more, and strictly better in one of the two."""
+    points = [
+        (row[cost], row[accuracy]) if _has(row, cost) and _has(row, accuracy) else None
+        for row in rows
+    ]
+    return [
+        p is not None
+        and not any(q is not None and q[0] <= p[0] and q[1] >= p[1] and q != p for q in points)
+        for p in points
+    ]
+
+
+def write_report(out_dir: Path, rows: Sequence[dict[str, Any]], title: str) -> list[dict[str, Any]]:
+    """Adds each finished run's batch-1 latency (measured once per network on this machine,
+    cached in the run folder), then writes ``report.md``, ``report.csv`` and ``tradeoff.png``,
+    each to a temporary name first."""
+    from mobilenet_lab.profiling import cached_latency
+    from mobilenet_lab.tradeoff_plot import save_tradeoff_plot
+
+    latencies: dict[str, dict[str, Any]] = {}
+    rows = [
+        {**row, **cached_latency(Path(row["run_dir"]), latencies)} if row["status"] == "ok" else row
+        for row in report_rows(rows)
+    ]
+    device = next((r["latency_device"] for r in rows if r.get("latency_device")), "-")
+    markdown = _markdown(rows, title, device, _optuna_results(rows))
+    save_tradeoff_plot(rows, out_dir / "tradeoff.png", device)
+    write_csv(out_dir / "report.csv", rows, REPORT_COLUMNS)
+    tmp = out_dir / "report.md.tmp"
+    tmp.write_text(markdown)
+    os.replace(tmp, out_dir / "report.md")
     return rows
 
 
@@ -52,17 +157,106 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: s
     console.print(table)
 
 
+def _markdown(rows: Sequence[dict[str, Any]], title: str, device: str, optuna: Path | None) -> str:
+    header = {
+        "latency_ms_batch_1": f"latency ms (batch 1, {device})",
+        "val/acc_best": "val acc (best)",
+        "test/acc": "test acc",
+        "wall_time_s": "wall time s",
+        "image_size": "image size",
+        "mult_adds": "mult-adds",
+        "varied": "other overrides",
+    }
+    lines = [
+        f"# {title}",
+        "",
+        "One row per run, sorted by mult-adds. `pareto`: no other run has both fewer mult-adds "
+        "and a higher test accuracy (ties aside). Latency: median of batch-1 forward passes on "
+        "this machine, as `scripts/profile_model.py` measures it.",
+        "",
+        "| " + " | ".join(header.get(c, c) for c in REPORT_COLUMNS) + " |",
+        "|" + "---|" * len(REPORT_COLUMNS),
+    ]
+    for row in rows:
+        cells = [_format(row.get(c)).replace("|", "\\|") for c in REPORT_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    failed = [row for row in rows if row["status"] != "ok"]
+    if failed:
+        lines += ["", "## Failed runs", ""]
+        for row in failed:
+            reason = row.get("error", "no metrics.json (killed, or still running)")
+            lines.append(f"- `{row['run_dir']}`: {row['status']}: {reason}")
+    if optuna is not None:
+        best = OmegaConf.load(optuna)
+        lines += ["", f"## Optuna's best trial ({optuna})", "", f"- value: {best.best_value}"]
+        lines += [f"- `{key}={value}`" for key, value in (best.get("best_params") or {}).items()]
+    return "\n".join(lines) + "\n"
+
+
+def _optuna_results(rows: Sequence[dict[str, Any]]) -> Path | None:
+    """The newest ``optimization_results.yaml`` the Optuna sweeper left beside these runs."""
+    found = {Path(row["run_dir"]).parent / "optimization_results.yaml" for row in rows}
+    found = {path for path in found if path.is_file()}
+    return max(found, key=lambda path: path.stat().st_mtime) if found else None
+
+
+def _read_run(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        overrides = run_dir / ".hydra" / "overrides.yaml"
+        listed = OmegaConf.to_container(OmegaConf.load(overrides)) if overrides.is_file() else []
+        return {"run_dir": str(run_dir), "status": "incomplete", "overrides": listed}
+    try:
+        metrics = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path} is not readable JSON (truncated?): {error}") from error
+    if not isinstance(metrics, dict):
+        raise ConfigError(f"{path} holds a JSON {type(metrics).__name__}, not a run's metrics")
+    return {
+        "run_dir": str(run_dir),
+        **flatten(metrics),
+        "status": metrics.get("status", "ok"),  # runs written before status existed: ok
+        "overrides": metrics.get("overrides", []),
+    }
+
+
+def _varied_overrides(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Each row's overrides that differ between the rows and are not shown as columns."""
+    sets = [set(row.get("overrides") or []) for row in rows]
+    common = set.intersection(*sets) if sets else set()
+    return [
+        " ".join(_short(o) for o in sorted(s - common) if _key(o) not in SHOWN_KEYS) for s in sets
+    ]
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _short(override: str) -> str:
+    """``optimizer.lr=0.028057582076672527`` -> ``optimizer.lr=0.02806`` (Optuna's draws)."""
+    key, _, value = override.partition("=")
+    try:
+        return f"{key}={float(value):.4g}" if "." in value or "e" in value else override
+    except ValueError:
+        return override
+
+
+def _has(row: dict[str, Any], key: str) -> bool:
+    return row.get("status") == "ok" and isinstance(row.get(key), int | float)
+
+
 def _format(value: Any) -> str:
     """Counts as people read them (76524800 -> 76.5 M); the CSV keeps the exact numbers."""
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**4:
         for scale, suffix in ((10**9, "G"), (10**6, "M"), (10**3, "k")):
             if abs(value) >= scale:
                 return f"{value / scale:.3g} {suffix}"
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}"
+    if isinstance(value, float):  # 4 significant digits: 0.9383, 0.25, 23.66, 1235
+        return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
     return "" if value is None else str(value)
 
 
-def _job_number(job_dir: Path) -> tuple[int, str]:
-    head = job_dir.name.split("_")[0]
-    return (int(head) if head.isdigit() else -1, job_dir.name)
+def _path_order(run_dir: Path) -> tuple[tuple[int, str], ...]:
+    """Job folders in job order (2 before 10), whatever their depth."""
+    return tuple((int(p) if p.isdigit() else -1, p) for p in run_dir.parts)

@@ -75,6 +75,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     finished = time.time()
     report = {
         "task": cfg.task_name,
+        "status": "ok",  # failed and diverged runs: see failures.run_job
         **facts,
         "val": val_metrics,
         "test": test_metrics,
