@@ -128,3 +128,37 @@ def test_cifar_recipes_train(make_cfg, tmp_path: Path, recipe: str) -> None:
         overrides.remove("model.alpha=0.25")
     report = train(make_cfg("train", overrides, tmp_path / "run"))
     assert report["data"] == "cifar10" and report["epochs"] == 1
+
+
+def test_mixup_trains_on_soft_targets_and_says_once_when_it_skips_an_odd_batch(
+    monkeypatch,
+) -> None:
+    from mobilenet_lab.models import MobileNetV1
+    from mobilenet_lab.module import ImageClassifier
+
+    net = MobileNetV1(num_classes=10, alpha=0.25, in_chans=1)
+    mixup = {"mixup_alpha": 0.8, "cutmix_alpha": 1.0}
+    module = ImageClassifier(net, num_classes=10, label_smoothing=0.1, mixup=mixup)
+    seen = []
+    cross_entropy = torch.nn.functional.cross_entropy
+
+    def spy(logits, targets, **kwargs):
+        seen.append((targets, kwargs.get("label_smoothing", 0.0)))
+        return cross_entropy(logits, targets, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", spy)
+    torch.manual_seed(0)
+    labels = torch.arange(8) % 10
+    module.training_step((torch.randn(8, 1, 32, 32), labels), 0)
+    ((targets, _),) = seen
+    assert targets.shape == (8, 10) and targets.dtype.is_floating_point
+    assert torch.allclose(targets.sum(1), torch.ones(8))
+    assert targets.min() >= 0.1 / 10 - 1e-6  # label smoothing: every class keeps 0.1 / 10
+    smoothed = 0.01 + 0.9 * torch.nn.functional.one_hot(labels, 10)
+    assert not torch.allclose(targets, smoothed)  # mixed, not only smoothed
+    seen.clear()
+    with pytest.warns(UserWarning, match=r"mixup/cutmix skipped on a batch of 7 images") as said:
+        for _ in range(2):
+            module.training_step((torch.randn(7, 1, 32, 32), labels[:7]), 0)
+    assert sum("mixup/cutmix skipped" in str(w.message) for w in said) == 1
+    assert [(t.dtype, smoothing) for t, smoothing in seen] == [(torch.int64, 0.1)] * 2
