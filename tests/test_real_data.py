@@ -44,6 +44,11 @@ def test_cifar_val_split_is_fixed_and_disjoint(tmp_path: Path) -> None:
     assert len(splits[0]["train"]) == 170 and len(splits[0]["val"]) == 30
     assert torch.equal(splits[0]["val"].tensors[0], splits[1]["val"].tensors[0])
     assert len(splits[0]["test"]) == 40
+    # The written images are random, so each is unique: rows identify the source images.
+    rows = {name: [tuple(x.flatten().tolist()) for x in splits[0][name].tensors[0]]
+            for name in ("train", "val")}  # fmt: skip
+    assert not set(rows["train"]) & set(rows["val"])
+    assert len(set(rows["train"]) | set(rows["val"])) == 200  # every training image used once
 
 
 def test_cifar_offline_without_files_says_where(tmp_path: Path) -> None:
