@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import run_cli, started
 
 pytestmark = pytest.mark.slow
 TINY = ["debug=limit", "trainer.enable_progress_bar=false", "~callbacks.model_summary",
@@ -19,6 +16,7 @@ TINY = ["debug=limit", "trainer.enable_progress_bar=false", "~callbacks.model_su
 
 
 def free_port() -> int:
+    """A port free now; torchrun binds it a moment later, so the caller retries on a clash."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -38,36 +36,22 @@ def test_multirun_with_ddp_makes_one_sweep_and_one_folder_per_job(tmp_path: Path
 
 
 def test_two_torchrun_nodes_on_localhost_share_one_run(tmp_path: Path) -> None:
-    port = free_port()
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--nnodes=2",
-                "--nproc-per-node=1",
-                f"--node-rank={rank}",
-                "--master-addr=127.0.0.1",
-                f"--master-port={port}",
-                "src/train.py",
-                "trainer=ddp_cpu",
-                "trainer.devices=1",
-                "trainer.num_nodes=2",
-                *TINY,
-                f"paths.log_dir={tmp_path}",
-            ],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for rank in (0, 1)
-    ]
-    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
-    assert [proc.returncode for proc in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
-    (run_dir,) = (tmp_path / "train" / "runs").glob("*")  # rank 1 made no folder of its own
+    for attempt in range(3):  # another process may take the port between free_port() and bind
+        port, logs_dir = free_port(), tmp_path / f"attempt_{attempt}"
+        logs_dir.mkdir()
+        commands = [["-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+                     f"--node-rank={rank}", "--master-addr=127.0.0.1", f"--master-port={port}",
+                     "src/train.py", "trainer=ddp_cpu", "trainer.devices=1",
+                     "trainer.num_nodes=2", *TINY, f"paths.log_dir={logs_dir / 'logs'}"]
+                    for rank in (0, 1)]  # fmt: skip
+        logs = [logs_dir / f"node_{rank}.log" for rank in (0, 1)]
+        with started(commands, logs) as procs:
+            codes = [proc.wait(timeout=300) for proc in procs]
+        output = "".join(log.read_text()[-3000:] for log in logs)
+        if codes == [0, 0] or "address already in use" not in output.lower():
+            break
+    assert codes == [0, 0], output
+    (run_dir,) = (logs_dir / "logs" / "train" / "runs").glob("*")  # rank 1 made no folder
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["global_batch_size"] == 2 * 128 and metrics["epochs"] == 2
 
