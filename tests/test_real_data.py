@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,48 @@ def test_mixup_trains_on_soft_targets_and_says_once_when_it_skips_an_odd_batch(
             module.training_step((torch.randn(7, 1, 32, 32), labels[:7]), 0)
     assert sum("mixup/cutmix skipped" in str(w.message) for w in said) == 1
     assert [(t.dtype, smoothing) for t, smoothing in seen] == [(torch.int64, 0.1)] * 2
+
+
+def test_imagefolder_uses_a_test_folder_when_there_is_one(tmp_path: Path) -> None:
+    tree = write_image_tree(tmp_path)
+    shutil.copytree(tree / "val", tree / "test")
+    (tree / "test" / "class_1" / "0.jpg").unlink()
+    dm = ImageFolderDataModule(str(tree), num_classes=3, num_workers=0, image_size=32)
+    dm.setup()
+    assert len(dm.samples["test"]) == len(dm.samples["val"]) - 1 == 11
+    assert all(Path(path).parent.parent.name == "test" for path, _ in dm.samples["test"])
+
+
+@pytest.mark.parametrize("name", ["digits", "cifar10"])
+def test_training_batches_are_augmented_and_eval_batches_are_not(tmp_path: Path, name: str):
+    from types import SimpleNamespace
+
+    from mobilenet_lab.data.digits import DigitsDataModule
+
+    def make(**kwargs):
+        if name == "digits":
+            return DigitsDataModule(batch_size=32, **kwargs)
+        write_cifar(tmp_path, "cifar10", per_file=20)
+        return CIFARDataModule("cifar10", str(tmp_path), False, val_size=10, batch_size=32,
+                               **kwargs)  # fmt: skip
+
+    def transfer(dm, training: bool) -> torch.Tensor:
+        dm.trainer = SimpleNamespace(training=training)
+        images, _ = dm.on_after_batch_transfer(batch, 0)
+        return images
+
+    dm = make()
+    dm.setup()
+    batch = next(iter(dm.val_dataloader()))
+    torch.manual_seed(0)
+    evaluated = transfer(dm, False)
+    assert torch.equal(evaluated, transfer(dm, False))  # eval: the same every time
+    assert not torch.allclose(transfer(dm, True), evaluated)  # training: augmented
+    # With the augmentation's ranges at zero, training sees the eval images: nothing else (no
+    # hidden flip of the digits, no extra crop of CIFAR) is applied.
+    still = {"max_translate": 0.0, "max_rotate_deg": 0.0, "max_scale": 0.0} if name == "digits" \
+        else {"padding": 0, "flip": False}  # fmt: skip
+    dm = make(**still)
+    dm.setup()
+    centre = (..., slice(2, -2), slice(2, -2))  # bilinear sampling's zero-filled border aside
+    assert torch.allclose(transfer(dm, True)[centre], evaluated[centre], atol=1e-4)
