@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,18 @@ import mobilenet_lab.resolvers  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` run where CUDA is present and are skipped, saying why, elsewhere."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="gpu test: no CUDA device on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 def compose_cfg(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
@@ -52,6 +66,31 @@ def run_cli(
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+@contextmanager
+def started(
+    commands: list[list[str]], logs: list[Path], env: dict[str, str] | None = None
+) -> Iterator[list[subprocess.Popen]]:
+    """Starts ``python <command>`` for each command, together, from the repository root, each in
+    its own process group with stdout and stderr going to its log file (a pipe nobody reads
+    can fill and block the child). On leaving, any still running is killed with its children
+    (torchrun's workers, DDP's ranks), so a failed or timed-out test leaves nothing behind."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with ExitStack() as stack:
+        procs = []
+        for command, log in zip(commands, logs, strict=True):
+            out = stack.enter_context(open(log, "w"))
+            procs.append(subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env,
+                                          stdout=out, stderr=subprocess.STDOUT,
+                                          start_new_session=True))  # fmt: skip
+        try:
+            yield procs
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
 
 
 @pytest.fixture(scope="session")

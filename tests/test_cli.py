@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
-import time
+import signal
 from pathlib import Path
 
 import pytest
+import torch
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, started
 
 pytestmark = pytest.mark.slow
 TINY = ["debug=limit", "trainer.enable_progress_bar=false", "~callbacks.model_summary"]
@@ -108,16 +106,21 @@ def test_bad_train_input_fails_cleanly_and_creates_nothing(
 ) -> None:
     empty_cache = {"HF_HUB_CACHE": str(tmp_path.parent / "empty_hf_cache")}
     result = run_cli("src/train.py", *overrides, f"paths.log_dir={tmp_path}", env=empty_cache)
-    assert result.returncode != 0
-    assert message in result.stderr
-    assert len(result.stderr.splitlines()) <= 25  # one screen, no traceback wall
+    if message.startswith("Could not find"):  # Hydra's own error: its exit status, its text
+        assert result.returncode == 1 and message in result.stderr
+        assert len(result.stderr.splitlines()) <= 25  # one screen, no traceback wall
+    else:  # ours: exit status 2 and one line naming the value
+        assert result.returncode == 2
+        (line,) = result.stderr.strip().splitlines()
+        assert message in line
     assert "Traceback" not in result.stderr
     assert not any(tmp_path.iterdir()), "a run folder was created"
 
 
 def test_bad_value_in_a_multirun_fails_before_any_job(tmp_path: Path) -> None:
     result = run_cli("src/train.py", "-m", "model.alpha=0.5,0", f"paths.log_dir={tmp_path}")
-    assert result.returncode != 0 and "model.alpha=0 is not a valid" in result.stderr
+    assert result.returncode == 2 and "model.alpha=0 is not a valid" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())
 
 
@@ -128,20 +131,20 @@ def test_bad_checkpoints_fail_cleanly_and_create_nothing(tmp_path: Path) -> None
     for ckpt, message in ((tmp_path / "missing.ckpt", "does not exist"),
                           (notes, "is not a PyTorch checkpoint")):  # fmt: skip
         result = run_cli("src/eval.py", f"ckpt_path={ckpt}", f"paths.log_dir={logs}")
-        assert result.returncode != 0 and f"ckpt_path='{ckpt}' {message}" in result.stderr
+        assert result.returncode == 2 and f"ckpt_path='{ckpt}' {message}" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
         assert "Traceback" not in result.stderr
         assert not logs.exists()
 
 
 def test_two_runs_started_together_get_their_own_folders(tmp_path: Path) -> None:
     command = ["src/train.py", "debug=fast_dev_run", "trainer.enable_progress_bar=false",
-               f"paths.log_dir={tmp_path}"]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    procs = [subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for _ in range(2)]  # fmt: skip
-    assert all(proc.wait(timeout=300) == 0 for proc in procs)
-    folders = runs(tmp_path)
+               f"paths.log_dir={tmp_path / 'logs'}"]  # fmt: skip
+    logs = [tmp_path / f"run_{i}.log" for i in range(2)]
+    with started([command, command], logs) as procs:
+        codes = [proc.wait(timeout=300) for proc in procs]
+    assert codes == [0, 0], "".join(log.read_text()[-3000:] for log in logs)
+    folders = runs(tmp_path / "logs")
     assert len(folders) == 2
     assert all((folder / "metrics.json").is_file() for folder in folders)
 
@@ -171,32 +174,50 @@ def test_default_command_trains_to_high_accuracy(tmp_path: Path) -> None:
     assert metrics["epochs"] == 16 and metrics["model"] == "mobilenet_v1"
 
 
-RESUMABLE = ["model.alpha=0.5", "trainer.max_epochs=5", "trainer.deterministic=true",
-             "trainer.enable_progress_bar=false", "~callbacks.model_summary"]  # fmt: skip
+RESUMABLE = ["debug=limit", "model.alpha=0.25", "trainer.max_epochs=5",
+             "trainer.deterministic=true", "trainer.enable_progress_bar=false",
+             "~callbacks.model_summary", "callbacks=ema"]  # fmt: skip
 
 
-def test_killed_run_resumed_with_ckpt_path_last_matches_an_uninterrupted_one(
-    tmp_path: Path,
-) -> None:
+def kill_at(epoch: int) -> list[str]:
+    """Overrides that add tests/kill_switch.py: SIGKILL as training epoch ``epoch`` starts."""
+    return [
+        "+callbacks.kill._target_=tests.kill_switch.KillSwitch",
+        f"+callbacks.kill.epoch={epoch}",
+    ]
+
+
+def saved_epoch(checkpoint: Path) -> int:
+    return torch.load(checkpoint, weights_only=False, map_location="cpu")["epoch"]
+
+
+def test_killed_run_resumed_twice_matches_an_uninterrupted_one(tmp_path: Path) -> None:
+    """kill -9 as epoch 2 starts, resume with ckpt_path=last; kill -9 as epoch 4 starts, resume
+    with ckpt_path=<its last.ckpt>: same metrics as a run never interrupted, EMA included."""
     straight = run_cli("src/train.py", *RESUMABLE, f"paths.log_dir={tmp_path / 'a'}")
     assert straight.returncode == 0, straight.stderr[-3000:]
     (expected_dir,) = runs(tmp_path / "a")
     expected = json.loads((expected_dir / "metrics.json").read_text())
 
     logs = tmp_path / "b"
-    command = [sys.executable, "src/train.py", *RESUMABLE, f"paths.log_dir={logs}"]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not list(logs.glob("train/runs/*/checkpoints/last.ckpt")) and time.time() < deadline:
-        time.sleep(0.05)
-    proc.kill()  # SIGKILL, mid-run: after the first epoch's checkpoint
-    proc.wait()
+    with_tests = {"PYTHONPATH": str(ROOT)}  # for tests.kill_switch
+    killed = run_cli("src/train.py", *RESUMABLE, *kill_at(2), f"paths.log_dir={logs}",
+                     env=with_tests)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     (run_dir,) = runs(logs)
-    assert not (run_dir / "metrics.json").exists(), "the run finished before it was killed"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert not (run_dir / "metrics.json").exists()
+    assert saved_epoch(last) == 1  # last.ckpt holds the last finished epoch
 
-    resumed = run_cli("src/train.py", *RESUMABLE, f"paths.log_dir={logs}", "ckpt_path=last")
+    killed = run_cli("src/train.py", *RESUMABLE, *kill_at(4), f"paths.log_dir={logs}",
+                     "ckpt_path=last", env=with_tests)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert saved_epoch(last) == 3  # the resumed part trained epochs 2 and 3
+
+    resumed = run_cli("src/train.py", *RESUMABLE, f"paths.log_dir={logs}", f"ckpt_path={last}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert runs(logs) == [run_dir]  # continued in its own folder
+    assert runs(logs) == [run_dir]  # both resumptions continued in the run's own folder
+    assert len(list((run_dir / ".hydra").glob("resumed_*/overrides.yaml"))) == 2
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == expected["epochs"] == 5
     assert metrics["test"] == expected["test"]

@@ -111,3 +111,40 @@ def test_eval_config_composes(make_cfg) -> None:
     cfg = make_cfg("eval", ["ckpt_path=x.ckpt"])
     assert cfg.task_name == "eval" and cfg.ckpt_path == "x.ckpt"
     assert cfg.hydra.callbacks.validate.check == "mobilenet_lab.startup_checks.check_eval_config"
+
+
+# The recipes' published values: the paper's section 3.2 with TF-slim's settings (RMSprop 0.045,
+# weight decay 4e-5, x0.94 every 2.5 epochs), timm's style (AdamW), the CIFAR ports (SGD).
+RECIPES = {
+    "paper_v1": (torch.optim.RMSprop, 0.045, 4e-5, 224),
+    "timm_v1": (torch.optim.AdamW, 0.002, 0.05, 224),
+    "cifar_v1": (torch.optim.SGD, 0.1, 5e-4, 32),
+    "cifar_v2": (torch.optim.SGD, 0.1, 5e-4, 32),
+}
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_recipe_builds_and_takes_one_step(make_cfg, image_tree, recipe: str) -> None:
+    from mobilenet_lab.module import parameter_groups
+
+    cfg = make_cfg("train", [f"experiment={recipe}", f"data.data_dir={image_tree}"])
+    optimizer_type, lr, weight_decay, size = RECIPES[recipe]
+    net = instantiate(cfg.model)
+    groups = parameter_groups(net, cfg.module.no_weight_decay)
+    optimizer = build_optimizer(cfg.optimizer, global_batch_size=256)(groups)
+    scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=100, steps_per_epoch=10)
+    assert type(optimizer) is optimizer_type and cfg.data.image_size == size
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [weight_decay, 0.0]
+    warmup_start = 1.0 if recipe == "paper_v1" else 0.1  # the others warm up from 0.1 x lr
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(lr * warmup_start)
+    net(torch.randn(2, cfg.data.in_chans, size, size)).logsumexp(1).mean().backward()
+    optimizer.step()
+    scheduler.step()
+    if recipe == "paper_v1":  # no warmup; x0.94 every 25 steps
+        assert (scheduler.step_size, scheduler.gamma) == (25, 0.94)
+        assert cfg.module.label_smoothing == 0.0 and cfg.model.act == "relu"
+    if recipe == "cifar_v1":  # the CIFAR port's stride-1 stem: 32 px ends at 2x2
+        assert net.stem[0].stride == (1, 1)
+        assert net.forward_features(torch.randn(1, 3, 32, 32)).shape[-1] == 2
+    if recipe == "timm_v1":
+        assert "ema" in cfg.callbacks and cfg.model.act == "relu6"

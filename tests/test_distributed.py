@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import run_cli, started
 
 pytestmark = pytest.mark.slow
 TINY = ["debug=limit", "trainer.enable_progress_bar=false", "~callbacks.model_summary",
@@ -19,6 +16,7 @@ TINY = ["debug=limit", "trainer.enable_progress_bar=false", "~callbacks.model_su
 
 
 def free_port() -> int:
+    """A port free now; torchrun binds it a moment later, so the caller retries on a clash."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -35,43 +33,33 @@ def test_multirun_with_ddp_makes_one_sweep_and_one_folder_per_job(tmp_path: Path
         assert json.loads((sweep / job / "metrics.json").read_text())["global_batch_size"] == 2 * 64
 
 
-def torchrun_nodes(nodes: int, *train_args: str) -> None:
+def torchrun_nodes(nodes: int, tmp_path: Path, *train_args: str) -> Path:
     """Runs ``src/train.py`` as ``nodes`` torchrun "nodes" of one process each on 127.0.0.1
-    (one agent per node, as on a cluster), and asserts that they all succeed."""
-    port = free_port()
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                f"--nnodes={nodes}",
-                "--nproc-per-node=1",
-                f"--node-rank={rank}",
-                "--master-addr=127.0.0.1",
-                f"--master-port={port}",
-                "src/train.py",
-                "trainer=ddp_cpu",
-                "trainer.devices=1",
-                f"trainer.num_nodes={nodes}",
-                *train_args,
-            ],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for rank in range(nodes)
-    ]
-    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
-    codes = [proc.returncode for proc in procs]
-    assert codes == [0] * nodes, "\n".join(output[-3000:] for output in outputs)
+    (one agent per node, as on a cluster), output to log files, and asserts that all succeed;
+    returns their ``paths.log_dir``. Another process may take the port between ``free_port()``
+    and torchrun's bind: a clash is retried, up to 3 attempts."""
+    for attempt in range(3):
+        port, attempt_dir = free_port(), tmp_path / f"attempt_{attempt}"
+        attempt_dir.mkdir()
+        commands = [["-m", "torch.distributed.run", f"--nnodes={nodes}", "--nproc-per-node=1",
+                     f"--node-rank={rank}", "--master-addr=127.0.0.1", f"--master-port={port}",
+                     "src/train.py", "trainer=ddp_cpu", "trainer.devices=1",
+                     f"trainer.num_nodes={nodes}", *train_args,
+                     f"paths.log_dir={attempt_dir / 'logs'}"]
+                    for rank in range(nodes)]  # fmt: skip
+        logs = [attempt_dir / f"node_{rank}.log" for rank in range(nodes)]
+        with started(commands, logs) as procs:
+            codes = [proc.wait(timeout=300) for proc in procs]
+        output = "".join(log.read_text()[-3000:] for log in logs)
+        if codes == [0] * nodes or "address already in use" not in output.lower():
+            break
+    assert codes == [0] * nodes, output
+    return attempt_dir / "logs"
 
 
 def test_two_torchrun_nodes_on_localhost_share_one_run(tmp_path: Path) -> None:
-    torchrun_nodes(2, *TINY, f"paths.log_dir={tmp_path}")
-    (run_dir,) = (tmp_path / "train" / "runs").glob("*")  # rank 1 made no folder of its own
+    log_dir = torchrun_nodes(2, tmp_path, *TINY)
+    (run_dir,) = (log_dir / "train" / "runs").glob("*")  # rank 1 made no folder of its own
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["global_batch_size"] == 2 * 64 and metrics["epochs"] == 2
 
@@ -116,8 +104,8 @@ def test_ddp_metrics_are_synced_across_ranks(tmp_path: Path) -> None:
     result is the whole set's, as one process scores it. torchrun starts the three processes
     (three one-device "nodes"): the config check refuses 3 devices on a 2-core machine."""
     full_test = [*TINY, "trainer.limit_test_batches=1.0", "data.test_fraction=0.101"]
-    torchrun_nodes(3, *full_test, f"paths.log_dir={tmp_path}")
-    (run_dir,) = (tmp_path / "train" / "runs").glob("*")
+    log_dir = torchrun_nodes(3, tmp_path, *full_test)
+    (run_dir,) = (log_dir / "train" / "runs").glob("*")
     ddp = json.loads((run_dir / "metrics.json").read_text())["test"]
     ckpt = run_dir / "checkpoints" / "best.ckpt"
     result = run_cli("src/eval.py", f"ckpt_path={ckpt}", "trainer.enable_progress_bar=false",

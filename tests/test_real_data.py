@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,11 @@ def test_cifar_val_split_is_fixed_and_disjoint(tmp_path: Path) -> None:
     assert len(splits[0]["train"]) == 170 and len(splits[0]["val"]) == 30
     assert torch.equal(splits[0]["val"].tensors[0], splits[1]["val"].tensors[0])
     assert len(splits[0]["test"]) == 40
+    # The written images are random, so each is unique: rows identify the source images.
+    rows = {name: [tuple(x.flatten().tolist()) for x in splits[0][name].tensors[0]]
+            for name in ("train", "val")}  # fmt: skip
+    assert not set(rows["train"]) & set(rows["val"])
+    assert len(set(rows["train"]) | set(rows["val"])) == 200  # every training image used once
 
 
 def test_cifar_offline_without_files_says_where(tmp_path: Path) -> None:
@@ -128,3 +134,82 @@ def test_cifar_recipes_train(make_cfg, tmp_path: Path, recipe: str) -> None:
         overrides.remove("model.alpha=0.25")
     report = train(make_cfg("train", overrides, tmp_path / "run"))
     assert report["data"] == "cifar10" and report["epochs"] == 1
+
+
+def test_mixup_trains_on_soft_targets_and_says_once_when_it_skips_an_odd_batch(
+    monkeypatch,
+) -> None:
+    from mobilenet_lab.models import MobileNetV1
+    from mobilenet_lab.module import ImageClassifier
+
+    net = MobileNetV1(num_classes=10, alpha=0.25, in_chans=1)
+    mixup = {"mixup_alpha": 0.8, "cutmix_alpha": 1.0}
+    module = ImageClassifier(net, num_classes=10, label_smoothing=0.1, mixup=mixup)
+    seen = []
+    cross_entropy = torch.nn.functional.cross_entropy
+
+    def spy(logits, targets, **kwargs):
+        seen.append((targets, kwargs.get("label_smoothing", 0.0)))
+        return cross_entropy(logits, targets, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", spy)
+    torch.manual_seed(0)
+    labels = torch.arange(8) % 10
+    module.training_step((torch.randn(8, 1, 32, 32), labels), 0)
+    ((targets, _),) = seen
+    assert targets.shape == (8, 10) and targets.dtype.is_floating_point
+    assert torch.allclose(targets.sum(1), torch.ones(8))
+    assert targets.min() >= 0.1 / 10 - 1e-6  # label smoothing: every class keeps 0.1 / 10
+    smoothed = 0.01 + 0.9 * torch.nn.functional.one_hot(labels, 10)
+    assert not torch.allclose(targets, smoothed)  # mixed, not only smoothed
+    seen.clear()
+    with pytest.warns(UserWarning, match=r"mixup/cutmix skipped on a batch of 7 images") as said:
+        for _ in range(2):
+            module.training_step((torch.randn(7, 1, 32, 32), labels[:7]), 0)
+    assert sum("mixup/cutmix skipped" in str(w.message) for w in said) == 1
+    assert [(t.dtype, smoothing) for t, smoothing in seen] == [(torch.int64, 0.1)] * 2
+
+
+def test_imagefolder_uses_a_test_folder_when_there_is_one(tmp_path: Path) -> None:
+    tree = write_image_tree(tmp_path)
+    shutil.copytree(tree / "val", tree / "test")
+    (tree / "test" / "class_1" / "0.jpg").unlink()
+    dm = ImageFolderDataModule(str(tree), num_classes=3, num_workers=0, image_size=32)
+    dm.setup()
+    assert len(dm.samples["test"]) == len(dm.samples["val"]) - 1 == 11
+    assert all(Path(path).parent.parent.name == "test" for path, _ in dm.samples["test"])
+
+
+@pytest.mark.parametrize("name", ["digits", "cifar10"])
+def test_training_batches_are_augmented_and_eval_batches_are_not(tmp_path: Path, name: str):
+    from types import SimpleNamespace
+
+    from mobilenet_lab.data.digits import DigitsDataModule
+
+    def make(**kwargs):
+        if name == "digits":
+            return DigitsDataModule(batch_size=32, **kwargs)
+        write_cifar(tmp_path, "cifar10", per_file=20)
+        return CIFARDataModule("cifar10", str(tmp_path), False, val_size=10, batch_size=32,
+                               **kwargs)  # fmt: skip
+
+    def transfer(dm, training: bool) -> torch.Tensor:
+        dm.trainer = SimpleNamespace(training=training)
+        images, _ = dm.on_after_batch_transfer(batch, 0)
+        return images
+
+    dm = make()
+    dm.setup()
+    batch = next(iter(dm.val_dataloader()))
+    torch.manual_seed(0)
+    evaluated = transfer(dm, False)
+    assert torch.equal(evaluated, transfer(dm, False))  # eval: the same every time
+    assert not torch.allclose(transfer(dm, True), evaluated)  # training: augmented
+    # With the augmentation's ranges at zero, training sees the eval images: nothing else (no
+    # hidden flip of the digits, no extra crop of CIFAR) is applied.
+    still = {"max_translate": 0.0, "max_rotate_deg": 0.0, "max_scale": 0.0} if name == "digits" \
+        else {"padding": 0, "flip": False}  # fmt: skip
+    dm = make(**still)
+    dm.setup()
+    centre = (..., slice(2, -2), slice(2, -2))  # bilinear sampling's zero-filled border aside
+    assert torch.allclose(transfer(dm, True)[centre], evaluated[centre], atol=1e-4)

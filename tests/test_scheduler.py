@@ -38,3 +38,12 @@ def test_step_decays_by_gamma_every_decay_epochs() -> None:
     values = lrs(step, 60, decay_epochs=2, gamma=0.5)
     assert values[19] == pytest.approx(1.0) and values[20] == pytest.approx(0.5)
     assert values[40] == pytest.approx(0.25)
+
+
+def test_step_with_fractional_decay_epochs_after_a_warmup() -> None:
+    """2.5 epochs of 10 steps = a decay every 25 steps, counted from the end of the warmup."""
+    values = lrs(step, 70, decay_epochs=2.5, gamma=0.5, warmup_epochs=1, warmup_start_factor=0.1)
+    assert values[0] == pytest.approx(0.1) and values[5] == pytest.approx(0.55)
+    assert values[10] == pytest.approx(1.0) and values[34] == pytest.approx(1.0)
+    assert values[35] == pytest.approx(0.5) and values[59] == pytest.approx(0.5)
+    assert values[60] == pytest.approx(0.25)

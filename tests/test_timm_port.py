@@ -68,3 +68,18 @@ def test_tensors_that_do_not_fit_are_named_with_both_shapes() -> None:
 def test_missing_init_from_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"init_from='.*nothing\.pth' does not exist"):
         build_mobilenet_v1(init_from=str(tmp_path / "nothing.pth"))
+
+
+def test_init_from_timm_reads_the_local_cache(tmp_path: Path, monkeypatch) -> None:
+    import huggingface_hub.constants
+    from safetensors.torch import load_file
+
+    from tests.test_timm_models import fake_hf_cache
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ConfigError, match="no cached weights for mobilenetv1_100"):
+        build_mobilenet_v1(init_from="timm:mobilenetv1_100")
+    weights = load_file(fake_hf_cache(tmp_path, "mobilenetv1_100"))
+    ours = build_mobilenet_v1(init_from="timm:mobilenetv1_100", act="relu6")
+    assert torch.equal(ours.stem[0].weight, weights["conv_stem.weight"])
+    assert torch.equal(ours.classifier.weight, weights["classifier.weight"])

@@ -181,32 +181,50 @@ def test_a_checkpoint_save_killed_midway_leaves_the_previous_one(
     assert torch.load(path, weights_only=True)["epoch"] == 1
 
 
-@pytest.mark.parametrize("callbacks", ["default", "ema"])
-def test_ema_on_and_off(make_cfg, tmp_path: Path, callbacks: str) -> None:
+def test_without_ema_averaged_and_trained_are_the_same_weights(trained: dict) -> None:
     from mobilenet_lab.evaluation import checkpoint_weights
 
-    overrides = [f"callbacks={callbacks}", *TINY, "model.alpha=0.25"]
-    report = train(make_cfg("train", overrides, tmp_path / "train"))
-    checkpoint = load_checkpoint(report["best_checkpoint"])
+    checkpoint = load_checkpoint(trained["best_checkpoint"])
     averaged = checkpoint_weights(checkpoint, "averaged")
-    trained = checkpoint_weights(checkpoint, "trained")
-    key = "net.classifier.weight"
-    if callbacks == "ema":  # both sets of weights are in the checkpoint, and they differ
-        assert not torch.equal(averaged[key], trained[key])
-        assert "current_model_state" in checkpoint
-    else:
-        assert torch.equal(averaged[key], trained[key])
-    cfg = make_cfg("eval", [f"ckpt_path={report['best_checkpoint']}", "weights=trained",
-                            "trainer.limit_test_batches=2"], tmp_path / "eval")  # fmt: skip
-    assert evaluate(cfg)["weights"] == "trained"
+    plain = checkpoint_weights(checkpoint, "trained")
+    assert averaged.keys() == plain.keys()
+    assert all(torch.equal(averaged[key], plain[key]) for key in averaged)
 
 
-def test_lr_scales_from_the_global_batch(make_cfg, tmp_path: Path) -> None:
+def test_ema_validates_and_tests_on_the_averaged_weights(make_cfg, tmp_path: Path) -> None:
+    """The run's own test result is the averaged weights' result, and the trained weights
+    (kept in ``current_model_state``) score differently."""
+    report = train(make_cfg("train", ["callbacks=ema", *TINY, "model.alpha=0.25"], tmp_path / "t"))
+    checkpoint = load_checkpoint(report["best_checkpoint"])
+    assert "current_model_state" in checkpoint
+    scores = {}
+    for weights in ("averaged", "trained"):
+        overrides = [f"ckpt_path={report['best_checkpoint']}", f"weights={weights}",
+                     "trainer.limit_test_batches=2", "logger=csv"]  # fmt: skip
+        result = evaluate(make_cfg("eval", overrides, tmp_path / weights))
+        assert result["weights"] == weights
+        scores[weights] = result["test"]
+    assert scores["averaged"] == pytest.approx(report["test"], abs=1e-6)
+    assert scores["trained"] != pytest.approx(report["test"], abs=1e-6)
+
+
+def test_lr_and_no_weight_decay_reach_the_optimizer_lightning_built(
+    make_cfg, tmp_path: Path
+) -> None:
     overrides = [*TINY, "model.alpha=0.25", "optimizer.lr_base=0.2", "global_batch_size=64"]
     report = train(make_cfg("train", overrides, tmp_path / "run"))
-    assert report["global_batch_size"] == 64
-    assert report["lr"] == pytest.approx(0.2 * 64 / 256)
-    assert report["mult_adds"] > 0
+    assert report["global_batch_size"] == 64 and report["mult_adds"] > 0
+    # The optimizer's state as Lightning saved it: 0.2 x 64 / 256 in both groups.
+    decay, no_decay = load_checkpoint(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))[
+        "optimizer_states"
+    ][0]["param_groups"]
+    assert decay["initial_lr"] == no_decay["initial_lr"] == pytest.approx(0.05)
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["lr"] == pytest.approx(0.05)
+    # V1: 27 BatchNorms (scale + shift), 13 depthwise filters and the FC bias are exempt; the
+    # stem, 13 pointwise convs and the FC weight are decayed (default SGD weight decay 5e-4).
+    assert (len(no_decay["params"]), no_decay["weight_decay"]) == (27 * 2 + 13 + 1, 0.0)
+    assert (len(decay["params"]), decay["weight_decay"]) == (1 + 13 + 1, 5e-4)
 
 
 def test_a_global_batch_that_does_not_divide_is_refused(make_cfg) -> None:

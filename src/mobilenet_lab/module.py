@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -48,6 +49,7 @@ class ImageClassifier(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.mixup = None
+        self._said_odd_batch = False
         if mixup:  # timm's Mixup / CutMix; it also applies the label smoothing
             from timm.data import Mixup
 
@@ -75,7 +77,17 @@ class ImageClassifier(L.LightningModule):
 
     def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
         images, labels = batch
-        if split == "train" and self.mixup is not None and len(labels) % 2 == 0:
+        mix = split == "train" and self.mixup is not None
+        if mix and len(labels) % 2:  # timm's Mixup pairs images up: it needs an even batch
+            if not self._said_odd_batch:
+                rank_zero_warn(
+                    f"mixup/cutmix skipped on a batch of {len(labels)} images (odd size): "
+                    "odd batches train on plain (label-smoothed) labels. An even "
+                    "data.batch_size and training set size avoid it (said once per run)"
+                )
+                self._said_odd_batch = True
+            mix = False
+        if mix:
             images, targets = self.mixup(images, labels)
             logits = self(images)
             loss = F.cross_entropy(logits, targets)  # soft targets

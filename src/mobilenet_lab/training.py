@@ -69,9 +69,10 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     val_metrics = scalar_metrics(trainer.callback_metrics, ["val/"])
     best = _best_checkpoint(trainer)
-    test_metrics = scalar_metrics(
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None)[0], ["test/"]
-    )
+    if best:  # its state_dict: the EMA weights with callbacks=ema (given as ckpt_path to test,
+        # Lightning's EMA callback would reload the trained ones from current_model_state)
+        module.load_state_dict(trainer.strategy.load_checkpoint(best)["state_dict"])
+    test_metrics = scalar_metrics(trainer.test(module, datamodule=datamodule)[0], ["test/"])
     finished = time.time()
     report = {
         "task": cfg.task_name,
@@ -79,6 +80,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         **facts,
         "val": val_metrics,
         "test": test_metrics,
+        "lr": built_lr(trainer),
         "epochs": trainer.current_epoch,
         "best_checkpoint": best,
         "wall_time_s": round(finished - started, 3),
@@ -94,6 +96,14 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
 def global_batch_size(per_device: int, trainer: L.Trainer) -> int:
     """Images per optimizer step: per-device batch x devices x nodes x accumulation."""
     return per_device * trainer.num_devices * trainer.num_nodes * trainer.accumulate_grad_batches
+
+
+def built_lr(trainer: L.Trainer) -> float | None:
+    """The base learning rate of the optimizer Lightning built (before any schedule moved it)."""
+    if not trainer.optimizers:
+        return None
+    group = trainer.optimizers[0].param_groups[0]
+    return group.get("initial_lr", group["lr"])
 
 
 def mult_adds(net: torch.nn.Module, in_chans: int, size: int) -> int:

@@ -1,0 +1,28 @@
+"""Each benchmark script in a smoke mode: it runs to the end and prints its ratios."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_benchmark_train_smoke() -> None:
+    result = run_cli("scripts/benchmark_train.py", "--seeds", "42", "debug=limit",
+                     "model.alpha=0.25", "trainer.enable_progress_bar=false")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"seed 42: wall [\d.]+ s, first step after [\d.]+ s, test acc [\d.]+",
+                     result.stdout)  # fmt: skip
+    assert re.search(r"median wall time +[\d.]+ s += [\d.]+x the 60 s target", result.stdout)
+
+
+def test_benchmark_data_smoke() -> None:
+    result = run_cli("scripts/benchmark_data.py", "--seconds", "0.2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("digits", "cifar10", "imagefolder"):
+        assert name in result.stdout.lower()
+    assert re.search(r"[\d.]+x", result.stdout)  # ratios against the model's training speed
