@@ -15,9 +15,12 @@ def test_benchmark_train_smoke() -> None:
     result = run_cli("scripts/benchmark_train.py", "--seeds", "42", "debug=limit",
                      "model.alpha=0.25", "trainer.enable_progress_bar=false")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(r"seed 42: wall [\d.]+ s, first step after [\d.]+ s, test acc [\d.]+",
-                     result.stdout)  # fmt: skip
-    assert re.search(r"median wall time +[\d.]+ s += [\d.]+x the 60 s target", result.stdout)
+    assert re.search(r"trains at [\d.]+ images/s here", result.stdout)
+    per_seed = (r"seed 42: test acc [\d.]+ +wall +[\d.]+ s +first step after +[\d.]+ s +\d+ "
+                r"training image passes +V1 at [\d.]+ images/s")  # fmt: skip
+    assert re.search(per_seed, result.stdout)
+    assert re.search(r"image passes +\d+ = [\d.]+x the 20,000 budget", result.stdout)
+    assert re.search(r"median wall .* = [\d.]+x the 60 s target", result.stdout)
 
 
 def test_benchmark_data_smoke() -> None:
