@@ -6,6 +6,7 @@ weights and BatchNorm statistics, saves it the ways Keras saves, and scores the 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -13,9 +14,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from mobilenet_lab.checks import ConfigError
 from mobilenet_lab.models import build_mobilenet_v1
+from tests.conftest import run_cli
 
 os.environ["KERAS_BACKEND"] = "torch"  # before Keras is imported: its default is TensorFlow
 import keras  # test-only (in .[dev]); the kit reads the files with h5py alone
@@ -173,3 +176,77 @@ def test_bad_files_are_named_in_one_line(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=message) as error:
             build_mobilenet_v1(init_from=init_from, num_classes=3)
         assert "\n" not in str(error.value)
+
+
+def write_png_tree(root: Path, classes: int = 3, per_class: int = 2, size: int = 32) -> Path:
+    """``train/`` and ``val/`` of lossless PNGs already at the network's input size."""
+    rng = np.random.default_rng(2)
+    for split in ("train", "val"):
+        for c in range(classes):
+            (root / split / f"class_{c}").mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / f"class_{c}" / f"{i}.png")
+    return root
+
+
+@pytest.mark.slow
+def test_eval_scores_keras_weights_without_a_checkpoint(tmp_path: Path) -> None:
+    """``eval.py`` with ``model.init_from=keras:`` and ``data=imagenet_keras`` scores the
+    images as Keras's own network scores them, preprocessed as x / 127.5 - 1."""
+    data = write_png_tree(tmp_path / "images")
+    reference = randomised_keras_mobilenet(0.25, size=32, classes=3)
+    init_from = f"keras:{write_keras2_h5(reference, tmp_path / 'three.h5')}"
+    result = run_cli(
+        "src/eval.py", f"model.init_from={init_from}", "model.alpha=0.25", "data=imagenet_keras",
+        f"data.data_dir={data}", "data.image_size=32", "data.crop_pct=1.0", "data.num_workers=0",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"model.init_from={init_from}: model.padding=tf_same, model.act=relu6" in result.stdout
+    (metrics,) = (tmp_path / "logs" / "eval" / "runs").glob("*/metrics.json")
+    report = json.loads(metrics.read_text())
+    assert report["ckpt_path"] is None and report["init_from"] == init_from
+    paths = sorted((data / "val").glob("*/*.png"))
+    images = np.stack([np.asarray(Image.open(p), dtype=np.float32) / 127.5 - 1 for p in paths])
+    labels = np.array([int(p.parent.name.removeprefix("class_")) for p in paths])
+    expected = (keras_logits(reference, images).argmax(1) == labels).mean()
+    assert report["test"]["test/acc"] == pytest.approx(expected)
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("keras_files")
+    (root / "notes.h5").write_text("not an HDF5 file")
+    keras.utils.set_random_seed(0)
+    keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, weights=None).save(
+        root / "mobilenet_v2.h5"
+    )
+    write_keras2_h5(randomised_keras_mobilenet(0.5, size=32), root / "mobilenet_5_0.h5")
+    return {"notes": root / "notes.h5", "v2": root / "mobilenet_v2.h5",
+            "half": root / "mobilenet_5_0.h5"}  # fmt: skip
+
+
+CLI_BAD_INPUT = [
+    (["model.init_from=keras:missing.h5"], "model.init_from='keras:missing.h5' does not exist"),
+    (["model.init_from=keras:{notes}"], "notes.h5' is not an HDF5 file"),
+    (["model.init_from=keras:{v2}"], "mobilenet_v2.h5' has no layer conv1: it holds Keras weigh"),
+    (["model.init_from=keras:{half}"], "model.init_from holds alpha=0.5 weights (conv_pw_13 has"),
+    (
+        ["model.init_from=keras:{half}", "model.alpha=0.5", "model.padding=valid"],
+        "model.padding='valid' is not valid: use symmetric",
+    ),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("overrides", "message"), CLI_BAD_INPUT)
+def test_bad_input_fails_in_one_line_before_any_run_folder(
+    tmp_path: Path, bad_files: dict[str, Path], overrides: list[str], message: str
+) -> None:
+    overrides = [override.format(**bad_files) for override in overrides]
+    result = run_cli("src/eval.py", *overrides, f"paths.log_dir={tmp_path}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # one line
+    assert message in result.stderr
+    assert not any(tmp_path.iterdir()), "a run folder was created"

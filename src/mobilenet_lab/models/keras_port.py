@@ -23,6 +23,7 @@ import io
 import zipfile
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 
@@ -62,8 +63,6 @@ def read_keras_weights(init_from: str) -> KerasWeights:
                 )
             contents = io.BytesIO(archive.read("model.weights.h5"))
         return _read_hdf5(contents, init_from)
-    import h5py
-
     if not h5py.is_hdf5(path):
         raise ConfigError(
             f"init_from={init_from!r} is not an HDF5 file: give a Keras weight file (.h5, "
@@ -73,8 +72,6 @@ def read_keras_weights(init_from: str) -> KerasWeights:
 
 
 def _read_hdf5(source: Path | io.BytesIO, init_from: str) -> KerasWeights:
-    import h5py
-
     with h5py.File(source, "r") as file:
         root = file.get("model_weights", file)
         if "layer_names" in root.attrs:
@@ -96,7 +93,7 @@ def _read_hdf5(source: Path | io.BytesIO, init_from: str) -> KerasWeights:
     return weights
 
 
-def _read_legacy(root: object) -> KerasWeights:
+def _read_legacy(root: h5py.Group) -> KerasWeights:
     weights: KerasWeights = {}
     for layer in map(_text, root.attrs["layer_names"]):
         names = [_text(name) for name in root[layer].attrs.get("weight_names", [])]
@@ -105,7 +102,7 @@ def _read_legacy(root: object) -> KerasWeights:
     return weights
 
 
-def _read_native(layers: object, init_from: str) -> KerasWeights:
+def _read_native(layers: h5py.Group, init_from: str) -> KerasWeights:
     weights: KerasWeights = {}
     for kind, keras_names in NATIVE_ORDER.items():
         stored = sorted((name for name in layers if _class_of(name) == kind), key=_number)
