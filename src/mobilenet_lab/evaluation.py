@@ -1,4 +1,5 @@
-"""Scores a checkpoint on the test split with the model and data config of its own run."""
+"""Scores a checkpoint on the test split with the model and data config of its own run, or,
+with no ``ckpt_path``, the network the config builds from ``model.init_from`` (ported weights)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from mobilenet_lab.trainer import build_trainer, ddp_job
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Tests ``cfg.ckpt_path``; prints the metrics and writes them to ``metrics.json``."""
+    """Tests ``cfg.ckpt_path`` (or ``model.init_from``'s weights); prints the metrics and writes
+    them to ``metrics.json``."""
     with ddp_job():
         return _evaluate(cfg)
 
@@ -25,21 +27,23 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     hydra_cfg = HydraConfig.get()
-    checkpoint = load_checkpoint(cfg.ckpt_path)
-    cfg, choices = restore_run_config(
-        cfg, checkpoint, hydra_cfg.overrides.task, dict(hydra_cfg.runtime.choices)
-    )
+    checkpoint, choices = None, dict(hydra_cfg.runtime.choices)
+    if cfg.ckpt_path:
+        checkpoint = load_checkpoint(cfg.ckpt_path)
+        cfg, choices = restore_run_config(cfg, checkpoint, hydra_cfg.overrides.task, choices)
     output_dir = Path(cfg.paths.output_dir)
     print_config_tree(cfg, save_to=output_dir / "config_tree.log")
 
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.module, net=instantiate(cfg.model))
-    module.load_state_dict(checkpoint_weights(checkpoint, cfg.weights))
+    if checkpoint is not None:
+        module.load_state_dict(checkpoint_weights(checkpoint, cfg.weights))
     trainer = build_trainer(cfg)
     test_metrics = scalar_metrics(trainer.test(module, datamodule=datamodule)[0], ["test/"])
     report = {
         "task": cfg.task_name,
-        "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
+        "ckpt_path": str(Path(cfg.ckpt_path).resolve()) if checkpoint is not None else None,
+        "init_from": cfg.model.get("init_from"),
         "model": choices.get("model"),
         "data": choices.get("data"),
         "alpha": cfg.model.get("alpha"),

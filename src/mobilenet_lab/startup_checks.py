@@ -17,7 +17,12 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from mobilenet_lab.callbacks import RUN_CONFIG_KEY
 from mobilenet_lab.checks import ConfigError, check_positive_int
-from mobilenet_lab.run_config import RESUME_EXAMPLE, load_checkpoint, restore_run_config
+from mobilenet_lab.run_config import (
+    EVAL_EXAMPLE,
+    RESUME_EXAMPLE,
+    load_checkpoint,
+    restore_run_config,
+)
 from mobilenet_lab.trainer import check_trainer_config, per_device_batch_size
 
 
@@ -71,10 +76,19 @@ def check_profile_config(cfg: DictConfig, hardware: bool = True) -> None:
 
 
 def check_eval_config(cfg: DictConfig, hardware: bool = True) -> None:
-    """What ``src/eval.py`` needs: a readable checkpoint, and its run's config still valid."""
+    """What ``src/eval.py`` needs: a readable checkpoint, and its run's config still valid; or,
+    with no ``ckpt_path``, a network the config builds from ``model.init_from``."""
     check_trainer_config(cfg.trainer, hardware)
     if cfg.weights not in ("averaged", "trained"):
         raise ConfigError(f"weights={cfg.weights!r} is not valid: use averaged or trained")
+    if not cfg.ckpt_path:
+        if not cfg.model.get("init_from"):
+            raise ConfigError(
+                f"ckpt_path is not set: give the checkpoint to score ({EVAL_EXAMPLE}), or "
+                "model.init_from=keras:<file> to score ported weights"
+            )
+        check_model_and_data(cfg)
+        return
     checkpoint = load_checkpoint(cfg.ckpt_path)
     merged, _ = restore_run_config(
         cfg, checkpoint, cfg.hydra.overrides.task, dict(cfg.hydra.runtime.choices)

@@ -2,7 +2,7 @@
 
 The two networks hold the same tensors (stem conv + BN, then depthwise conv + BN and pointwise
 conv + BN for each of the 13 blocks, then the classifier) under other names; the port renames
-each of timm's tensors and checks its shape.
+each of timm's tensors; ``pretrained.load_ported_tensors`` checks the shapes.
 """
 
 from __future__ import annotations
@@ -14,19 +14,10 @@ from torch import Tensor
 
 from mobilenet_lab.checks import ConfigError, load_tensors
 from mobilenet_lab.models.mobilenet_v1 import MobileNetV1
+from mobilenet_lab.models.pretrained import load_ported_tensors
 
 TIMM_PREFIX = "timm:"
-CLASSIFIER_KEYS = ("classifier.weight", "classifier.bias")
-
-
-def build_mobilenet_v1(init_from: str | None = None, **kwargs: object) -> MobileNetV1:
-    """``MobileNetV1(**kwargs)``, then timm weights from ``init_from`` when it is set:
-    ``timm:mobilenetv1_100`` (timm's weights from the local cache) or a file holding a timm
-    ``mobilenetv1_100`` state dict (``.safetensors``, or a ``torch.save`` file)."""
-    model = MobileNetV1(**kwargs)
-    if init_from:
-        load_timm_state_dict(model, read_timm_state_dict(init_from))
-    return model
+TIMM_HINT = "give a timm mobilenetv1_100 state dict, into alpha=1.0 with the same in_chans"
 
 
 def read_timm_state_dict(source: str) -> dict[str, Tensor]:
@@ -54,34 +45,11 @@ def read_timm_state_dict(source: str) -> dict[str, Tensor]:
 
 
 def load_timm_state_dict(model: MobileNetV1, timm_state: dict[str, Tensor]) -> list[str]:
-    """Copies ``timm_state`` into ``model`` under our names; returns the names left out.
-
-    The classifier is left at its initialisation when the class counts differ (fine-tuning to
-    a new label set); any other tensor that does not fit is a ConfigError naming both shapes.
-    """
-    ours = model.state_dict()
+    """Copies ``timm_state`` into ``model`` under our names; returns the names left out (the
+    classifier, when the class counts differ)."""
     renamed = timm_names_to_ours(timm_state)
-    missing = sorted(set(ours) - set(renamed.values()))
-    if missing:
-        raise ConfigError(
-            f"init_from has no tensor for MobileNetV1's {', '.join(missing[:3])}"
-            f"{' ...' if len(missing) > 3 else ''}: it is not a timm mobilenetv1_100 state dict"
-        )
-    ported, skipped = {}, []
-    for timm_name, name in renamed.items():
-        tensor, timm_tensor = ours[name], timm_state[timm_name]
-        if tensor.shape == timm_tensor.shape:
-            ported[name] = timm_tensor
-        elif name in CLASSIFIER_KEYS:
-            skipped.append(name)
-        else:
-            raise ConfigError(
-                f"init_from tensor {timm_name} has shape {tuple(timm_tensor.shape)} but "
-                f"MobileNetV1's {name} has shape {tuple(tensor.shape)}: port a timm "
-                "mobilenetv1_100 into alpha=1.0 with the same in_chans"
-            )
-    model.load_state_dict(ported, strict=False)
-    return skipped
+    ported = {name: (timm_name, timm_state[timm_name]) for timm_name, name in renamed.items()}
+    return load_ported_tensors(model, ported, TIMM_HINT)
 
 
 def timm_names_to_ours(timm_state: dict[str, Tensor]) -> dict[str, str]:

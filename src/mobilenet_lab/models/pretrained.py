@@ -1,0 +1,88 @@
+"""Our V1 started from another library's trained weights: the builder ``conf/model/mobilenet_v1``
+names, and the shape-checked copy every port (``timm_port``, ``keras_port``) goes through."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from torch import Tensor
+
+from mobilenet_lab.checks import ConfigError
+from mobilenet_lab.models.mobilenet_v1 import MobileNetV1
+
+CLASSIFIER_KEYS = ("classifier.weight", "classifier.bias")
+
+
+def build_mobilenet_v1(
+    init_from: str | None = None,
+    act: str | None = None,
+    padding: str | None = None,
+    bn_eps: float | None = None,
+    **kwargs: object,
+) -> MobileNetV1:
+    """``MobileNetV1(**kwargs)``, then the weights ``init_from`` names:
+
+    - ``keras:<file>``: Keras's MobileNet weights (``keras_port``); ``act``, ``padding`` and
+      ``bn_eps`` left at None become Keras's (relu6, tf_same, 1e-3), said in one line;
+    - ``timm:mobilenetv1_100`` or a file of timm's state dict (``timm_port``).
+
+    None for ``act``, ``padding`` or ``bn_eps`` otherwise means MobileNetV1's own default.
+    """
+    chosen = {"act": act, "padding": padding, "bn_eps": bn_eps}
+    if init_from and init_from.startswith("keras:"):
+        from mobilenet_lab.models import keras_port
+
+        weights = keras_port.read_keras_weights(init_from)  # a bad file fails before building
+        unset = {key: value for key, value in keras_port.KERAS_BUILD.items() if chosen[key] is None}
+        if unset:
+            listing = ", ".join(f"model.{key}={value}" for key, value in unset.items())
+            keras_port.say_once(f"model.init_from={init_from}: {listing}, as Keras built it")
+        model = MobileNetV1(**kwargs, **{**_given(chosen), **unset})
+        keras_port.load_keras_weights(model, weights)
+        return model
+    model = MobileNetV1(**kwargs, **_given(chosen))
+    if init_from:
+        from mobilenet_lab.models import timm_port
+
+        timm_port.load_timm_state_dict(model, timm_port.read_timm_state_dict(init_from))
+    return model
+
+
+def _given(settings: dict[str, object]) -> dict[str, object]:
+    return {key: value for key, value in settings.items() if value is not None}
+
+
+def load_ported_tensors(
+    model: MobileNetV1,
+    ported: dict[str, tuple[str, Tensor]],
+    hint: str,
+    optional: Collection[str] = (),
+) -> list[str]:
+    """Copies ``ported`` (our name -> (the source's name, tensor in our layout)) into ``model``;
+    returns the names left at their initialisation.
+
+    The classifier is left as it is when the class counts differ (fine-tuning to a new label
+    set); a tensor of ours with no source tensor (BatchNorm's step counters and ``optional``
+    aside), or any other that does not fit, is a ConfigError ending with ``hint``.
+    """
+    ours = model.state_dict()
+    needed = {name for name in ours if not name.endswith("num_batches_tracked")}
+    missing = sorted(needed - set(ported) - set(optional))
+    if missing:
+        raise ConfigError(
+            f"init_from has no tensor for MobileNetV1's {', '.join(missing[:3])}"
+            f"{' ...' if len(missing) > 3 else ''}: {hint}"
+        )
+    loaded, skipped = {}, sorted(needed - set(ported))
+    for name, (source_name, tensor) in ported.items():
+        if ours[name].shape == tensor.shape:
+            loaded[name] = tensor
+        elif name in CLASSIFIER_KEYS:
+            skipped.append(name)
+        else:
+            raise ConfigError(
+                f"init_from tensor {source_name} has shape {tuple(tensor.shape)} but "
+                f"MobileNetV1's {name} has shape {tuple(ours[name].shape)}: {hint}"
+            )
+    model.load_state_dict(loaded, strict=False)
+    return skipped
