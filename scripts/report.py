@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from mobilenet_lab.checks import ConfigError
+from mobilenet_lab.checks import ConfigError, exit_on_config_error
 from mobilenet_lab.summary import REPORT_COLUMNS, print_table, read_runs, write_report
 
 
@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="where the report goes (default: first folder)")
     args = parser.parse_args()
     out = args.out or args.folders[0]
-    try:
+    with exit_on_config_error():
         rows = read_runs(args.folders)
         if not rows:
             raise ConfigError(
@@ -32,9 +32,6 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         title = f"Accuracy against cost: {', '.join(map(str, args.folders))}"
         rows = write_report(out, rows, title)
-    except ConfigError as error:
-        print(f"Error: {error}", file=sys.stderr)
-        sys.exit(2)
     print_table(rows, REPORT_COLUMNS, title=f"report: {out / 'report.md'}")
 
 
