@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 
 import torch.nn.functional as F
-from timm.layers import Conv2dSame
 from torch import Tensor, nn
 
 from mobilenet_lab.checks import check_positive_int, is_number
@@ -54,15 +53,10 @@ class Conv2dPadBottomRight(nn.Conv2d):
         return super().forward(F.pad(x, (0, 1, 0, 1)))
 
 
-# The conv class of each stride-2 conv under padding=tf_same: timm's Conv2dSame computes
-# TensorFlow's "same" padding per side from the input size at run time.
-TF_SAME_CONVS: dict[str, type[nn.Conv2d]] = {"stem": Conv2dSame, "depthwise": Conv2dPadBottomRight}
-
-
 class ConvBNAct(nn.Sequential):
     """Conv (no bias) -> BatchNorm -> activation: the unit every layer of Table 1 is made of.
     ``conv`` is the conv class: ``nn.Conv2d`` padding kernel_size // 2 on every side, or one of
-    ``TF_SAME_CONVS``, which pad by themselves."""
+    the ``tf_same`` classes of ``conv_class``, which pad by themselves."""
 
     def __init__(
         self,
@@ -92,8 +86,17 @@ class ConvBNAct(nn.Sequential):
 
 
 def conv_class(padding: str, stride: int, layer: str) -> type[nn.Conv2d]:
-    """The conv class of a stem or depthwise conv: only stride-2 convs pad differently."""
-    return TF_SAME_CONVS[layer] if padding == "tf_same" and stride == 2 else nn.Conv2d
+    """The conv class of a stem or depthwise conv: only stride-2 convs pad differently. Under
+    ``tf_same`` the stem is timm's ``Conv2dSame``, which computes TensorFlow's "same" padding per
+    side from the input size at run time (imported here: timm costs a second of start-up that
+    the default run does not need)."""
+    if padding != "tf_same" or stride != 2:
+        return nn.Conv2d
+    if layer == "depthwise":
+        return Conv2dPadBottomRight
+    from timm.layers import Conv2dSame
+
+    return Conv2dSame
 
 
 class DepthwiseSeparable(nn.Sequential):
