@@ -30,7 +30,8 @@ def test_multirun_with_ddp_makes_one_sweep_and_one_folder_per_job(tmp_path: Path
     assert not (tmp_path / "train" / "runs").exists()  # nor run folders of their own
     for job in ("0", "1"):
         assert (sweep / job / "train_ddp_process_1.log").is_file()  # rank 1 wrote here
-        assert json.loads((sweep / job / "metrics.json").read_text())["global_batch_size"] == 2 * 128
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        assert metrics["global_batch_size"] == 2 * 128
 
 
 def torchrun_nodes(nodes: int, tmp_path: Path, *train_args: str) -> Path:
