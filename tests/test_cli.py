@@ -162,15 +162,15 @@ def test_default_command_trains_to_high_accuracy(tmp_path: Path) -> None:
     """``python src/train.py`` exactly as the README gives it (only the log folder moved).
 
     scripts/benchmark_train.py measures the targets over 5 seeds (median >= 98%, none below
-    97.5%); the worst of the 5 seeds measured there was 97.6% (439 of the 450 test images).
-    The bar sits 3 images under it (96.9%): room for other CPUs' floating-point differences,
+    97.5%); the worst of the 5 seeds measured there was 98.0% (441 of the 450 test images).
+    The bar sits 4 images under it (97.1%): room for other CPUs' floating-point differences,
     none for a regression of a point."""
     result = run_cli("src/train.py", "trainer.enable_progress_bar=false",
                      f"paths.log_dir={tmp_path}", timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = runs(tmp_path)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert round(metrics["test"]["test/acc"] * 450) >= 436  # images right of 450
+    assert round(metrics["test"]["test/acc"] * 450) >= 437  # images right of 450
     assert metrics["epochs"] == 14 and metrics["model"] == "mobilenet_v1"
 
 
