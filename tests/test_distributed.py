@@ -31,7 +31,7 @@ def test_multirun_with_ddp_makes_one_sweep_and_one_folder_per_job(tmp_path: Path
     for job in ("0", "1"):
         assert (sweep / job / "train_ddp_process_1.log").is_file()  # rank 1 wrote here
         metrics = json.loads((sweep / job / "metrics.json").read_text())
-        assert metrics["global_batch_size"] == 2 * 128
+        assert metrics["global_batch_size"] == 2 * 64
 
 
 def torchrun_nodes(nodes: int, tmp_path: Path, *train_args: str) -> Path:
@@ -62,7 +62,7 @@ def test_two_torchrun_nodes_on_localhost_share_one_run(tmp_path: Path) -> None:
     log_dir = torchrun_nodes(2, tmp_path, *TINY)
     (run_dir,) = (log_dir / "train" / "runs").glob("*")  # rank 1 made no folder of its own
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["global_batch_size"] == 2 * 128 and metrics["epochs"] == 2
+    assert metrics["global_batch_size"] == 2 * 64 and metrics["epochs"] == 2
 
 
 def test_every_logger_writes_its_files(tmp_path: Path) -> None:
@@ -72,7 +72,7 @@ def test_every_logger_writes_its_files(tmp_path: Path) -> None:
     (run_dir,) = (tmp_path / "train" / "runs").glob("*")
     assert (run_dir / "csv" / "metrics.csv").is_file()
     hparams = (run_dir / "csv" / "hparams.yaml").read_text()
-    assert "mult_adds:" in hparams and "global_batch_size: 128" in hparams
+    assert "mult_adds:" in hparams and "global_batch_size: 64" in hparams
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert list((tmp_path / "mlflow").glob("*/*/metrics/test/acc"))
     assert list((run_dir / "wandb").glob("offline-run-*"))

@@ -107,7 +107,9 @@ def test_a_png_of_a_digit_reads_as_the_same_image_in_the_data_set(
     from_data, _ = next(eval_batches(DigitsDataModule(), "test", 20))
     # 0-16 grey levels rounded to 8 bits: a difference of at most half a level in 255
     assert torch.allclose(from_files, from_data, atol=0.5 / 255 / model.preprocessing.std[0] + 1e-6)
-    assert torch.equal(model.logits(from_files).argmax(1), model.logits(from_data).argmax(1))
+    # ... and so the network's outputs hardly move (its one-epoch logits are too close to one
+    # another for the argmax to be a fair comparison)
+    assert (model.logits(from_files) - model.logits(from_data)).abs().max() < 0.1
 
 
 def test_onnx_export_gives_the_checkpoints_logits(

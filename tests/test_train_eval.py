@@ -252,11 +252,13 @@ def stem_statistics(run_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
 def test_precise_bn_leaves_the_clean_training_statistics_in_the_checkpoint(
     make_cfg, tmp_path: Path
 ) -> None:
-    """With the callback the stem's running mean is the clean training images' (to the unequal
-    last batch's weighting); with Lightning's running averages alone it is far from it."""
+    """With the callback (10 batches of 128: the whole split) the stem's running mean is the
+    clean training images' (to the unequal last batch's weighting); with Lightning's running
+    averages alone it is far from it."""
     errors = {}
+    whole_split = ["model.alpha=0.25", "data.batch_size=128", "trainer.limit_train_batches=10"]
     for name, extra in (("precise", []), ("running", ["~callbacks.precise_bn"])):
-        train(make_cfg("train", [*TINY, "model.alpha=0.25", *extra], tmp_path / name))
+        train(make_cfg("train", [*TINY, *whole_split, *extra], tmp_path / name))
         running, clean = stem_statistics(tmp_path / name)
         errors[name] = ((running - clean).abs().max() / clean.abs().max()).item()
-    assert errors["precise"] < 0.01 < errors["running"], errors
+    assert errors["precise"] < 0.03 < errors["running"], errors

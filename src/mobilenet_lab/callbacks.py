@@ -59,8 +59,9 @@ class FirstStepTimer(L.Callback):
 
 class PreciseBatchNorm(L.Callback):
     """Before each validation of a fit, recomputes BatchNorm's running statistics over
-    ``num_batches`` training batches with the weights as they stand ("precise BN": Wu and
-    Johnson, Rethinking "Batch" in BatchNorm, 2021; torch's ``swa_utils.update_bn`` averages).
+    ``num_batches`` training batches (at most an epoch's) with the weights as they stand
+    ("precise BN": Wu and Johnson, Rethinking "Batch" in BatchNorm, 2021; torch's
+    ``swa_utils.update_bn`` averages).
 
     Why: the running averages trail the weights, and they were taken on augmented images while
     val and test see clean ones. In a short run that costs accuracy: the default digits run's
@@ -77,8 +78,9 @@ class PreciseBatchNorm(L.Callback):
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
+        count = int(min(self.num_batches, trainer.num_training_batches))  # limit_train_batches
         with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.no_grad():
-            batches = itertools.islice(trainer.train_dataloader, self.num_batches)
+            batches = itertools.islice(trainer.train_dataloader, count)
             update_bn((trainer.strategy.batch_to_device(batch)[0] for batch in batches), pl_module)
 
 
