@@ -262,3 +262,14 @@ def test_precise_bn_leaves_the_clean_training_statistics_in_the_checkpoint(
         running, clean = stem_statistics(tmp_path / name)
         errors[name] = ((running - clean).abs().max() / clean.abs().max()).item()
     assert errors["precise"] < 0.03 < errors["running"], errors
+
+
+def test_precise_bn_runs_at_epoch_ends_only(make_cfg, tmp_path: Path, monkeypatch) -> None:
+    """Validating every 2 of an epoch's 4 batches: the statistics are recomputed before the
+    validation that ends each epoch, not before the one in the middle of it."""
+    calls = []
+    monkeypatch.setattr("mobilenet_lab.callbacks.update_bn", lambda *args: calls.append(args))
+    overrides = [*TINY, "model.alpha=0.25", "trainer.limit_train_batches=4",
+                 "+trainer.val_check_interval=2"]  # fmt: skip
+    train(make_cfg("train", overrides, tmp_path / "run"))
+    assert len(calls) == 2  # 2 epochs; 4 validations

@@ -69,14 +69,17 @@ class PreciseBatchNorm(L.Callback):
     The batches come through the data module's own transfer hooks at validation time, so the
     in-memory data sets (digits, CIFAR) give them unaugmented; image folders give their training
     transform. Each rank uses its own shard. The global random state is left as it was, so the
-    rest of the run draws the same numbers as without this callback."""
+    rest of the run draws the same numbers as without this callback. Validations inside an epoch
+    (``val_check_interval``) are left alone: a new pass over the training loader there would
+    restart a loader with persistent workers under the epoch that is using it."""
 
     def __init__(self, num_batches: int = 10) -> None:
         check_positive_int("num_batches", num_batches)
         self.num_batches = num_batches
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+        epoch_ended = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or not epoch_ended:
             return
         count = int(min(self.num_batches, trainer.num_training_batches))  # limit_train_batches
         with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.no_grad():
