@@ -158,8 +158,23 @@ def test_resume_last_picks_the_newest_run(tmp_path: Path) -> None:
         folder.mkdir(parents=True)
         (folder / "last.ckpt").write_bytes(b"x")
     assert resolve_resume("last", str(tmp_path), "train").parent.parent.name.endswith("000002")
-    with pytest.raises(ConfigError, match="ckpt_path=last but no run under"):
+    with pytest.raises(ConfigError, match="ckpt_path=last but there is no training run under"):
         resolve_resume("last", str(tmp_path / "empty"), "train")
+    # An eval run sharing the task_name is no training run: passed over.
+    evaluated = tmp_path / "train" / "runs" / "2026-01-01_00-00-00_000003" / ".hydra"
+    evaluated.mkdir(parents=True)
+    (evaluated / "config.yaml").write_text(
+        "config_check: mobilenet_lab.startup_checks.check_eval_config\n"
+    )
+    assert resolve_resume("last", str(tmp_path), "train").parent.parent.name.endswith("000002")
+    # A training run killed before its first last.ckpt is the newest: refused, not passed over.
+    killed = tmp_path / "train" / "runs" / "2026-01-01_00-00-00_000004" / ".hydra"
+    killed.mkdir(parents=True)
+    (killed / "config.yaml").write_text(
+        "config_check: mobilenet_lab.startup_checks.check_train_config\n"
+    )
+    with pytest.raises(ConfigError, match="000004, has no checkpoints/last.ckpt.*000002"):
+        resolve_resume("last", str(tmp_path), "train")
 
 
 def test_a_checkpoint_save_killed_midway_leaves_the_previous_one(
@@ -257,11 +272,13 @@ def test_precise_bn_leaves_the_clean_training_statistics_in_the_checkpoint(
     averages alone it is far from it."""
     errors = {}
     whole_split = ["model.alpha=0.25", "data.batch_size=128", "trainer.limit_train_batches=10"]
-    for name, extra in (("precise", []), ("running", ["~callbacks.precise_bn"])):
+    runs = {"precise": [], "running": ["~callbacks.precise_bn"], "ema": ["callbacks=ema"]}
+    for name, extra in runs.items():
         train(make_cfg("train", [*TINY, *whole_split, *extra], tmp_path / name))
         running, clean = stem_statistics(tmp_path / name)
         errors[name] = ((running - clean).abs().max() / clean.abs().max()).item()
-    assert errors["precise"] < 0.03 < errors["running"], errors
+    # With EMA the checkpoint's state_dict is the averaged weights: their own statistics.
+    assert max(errors["precise"], errors["ema"]) < 0.03 < errors["running"], errors
 
 
 def test_precise_bn_runs_at_epoch_ends_only(make_cfg, tmp_path: Path, monkeypatch) -> None:

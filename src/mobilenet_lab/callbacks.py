@@ -12,6 +12,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
+from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim.swa_utils import update_bn
@@ -46,15 +47,30 @@ class SaveRunConfig(L.Callback):
         }
 
 
-class FirstStepTimer(L.Callback):
-    """Records the wall-clock time at which the first training batch starts."""
+class RunClock(L.Callback):
+    """The run's wall-clock time, over all its segments: a resumed run counts the time of the
+    parts before it (each up to its last checkpoint, the work a kill lost after that being
+    redone) plus its own. Also records when the first training batch of this segment starts."""
 
-    def __init__(self) -> None:
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.earlier_s = 0.0  # the segments before this one, from the checkpoint resumed
+        self.segments = 1
         self.first_step_time: float | None = None
+
+    def total_s(self) -> float:
+        return self.earlier_s + time.time() - self.started
 
     def on_train_batch_start(self, *args: Any) -> None:
         if self.first_step_time is None:
             self.first_step_time = time.time()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"wall_time_s": self.total_s(), "segments": self.segments}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.earlier_s = state_dict["wall_time_s"]
+        self.segments = state_dict["segments"] + 1
 
 
 class PreciseBatchNorm(L.Callback):
@@ -71,7 +87,9 @@ class PreciseBatchNorm(L.Callback):
     transform. Each rank uses its own shard. The global random state is left as it was, so the
     rest of the run draws the same numbers as without this callback. Validations inside an epoch
     (``val_check_interval``) are left alone: a new pass over the training loader there would
-    restart a loader with persistent workers under the epoch that is using it."""
+    restart a loader with persistent workers under the epoch that is using it. With
+    ``callbacks=ema`` the averaged weights are validated, tested and saved: their statistics are
+    the ones recomputed."""
 
     def __init__(self, num_batches: int = 10) -> None:
         check_positive_int("num_batches", num_batches)
@@ -82,9 +100,22 @@ class PreciseBatchNorm(L.Callback):
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or not epoch_ended:
             return
         count = int(min(self.num_batches, trainer.num_training_batches))  # limit_train_batches
+        validated = validated_module(trainer, pl_module)
         with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.no_grad():
             batches = itertools.islice(trainer.train_dataloader, count)
-            update_bn((trainer.strategy.batch_to_device(batch)[0] for batch in batches), pl_module)
+            update_bn((trainer.strategy.batch_to_device(batch)[0] for batch in batches), validated)
+
+
+def validated_module(trainer: L.Trainer, pl_module: L.LightningModule) -> torch.nn.Module:
+    """The module validation is about to run: with weight averaging (``callbacks=ema``),
+    Lightning swaps the averaged copy's weights *and buffers* in when the validation epoch
+    starts (and saves them as the checkpoint's ``state_dict``), so its statistics are the ones
+    to recompute, for its weights. (``_average_model`` is the callback's own attribute: Lightning
+    has no public accessor for the averaged model.)"""
+    for callback in trainer.callbacks:
+        if isinstance(callback, WeightAveraging) and callback._average_model is not None:
+            return callback._average_model.module
+    return pl_module
 
 
 class BadFileReport(L.Callback):

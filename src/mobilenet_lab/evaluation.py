@@ -12,9 +12,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from mobilenet_lab.ddp_job import ddp_job
 from mobilenet_lab.run_config import load_checkpoint, restore_run_config
 from mobilenet_lab.run_files import print_config_tree, scalar_metrics, write_json_atomic
-from mobilenet_lab.trainer import build_trainer, ddp_job
+from mobilenet_lab.trainer import build_trainer
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

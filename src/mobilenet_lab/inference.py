@@ -11,11 +11,12 @@ from typing import Any
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from mobilenet_lab.checks import ConfigError
 from mobilenet_lab.evaluation import checkpoint_weights
+from mobilenet_lab.models.pretrained import as_trained
 from mobilenet_lab.preprocessing import METADATA_KEY, Preprocessing
 from mobilenet_lab.run_config import load_checkpoint
 
@@ -24,13 +25,9 @@ ONNX_EXAMPLE = "e.g. ckpt_path=logs/train/runs/<time>/model.onnx (written by src
 
 def load_network(cfg: DictConfig, checkpoint: dict[str, Any], weights: str) -> nn.Module:
     """The run's network in eval mode with the checkpoint's ``weights`` (averaged or trained).
-    ``cfg`` holds the run's ``model`` and ``module`` groups; pretrained-weight loading
-    (``init_from``) is switched off, since the checkpoint's weights replace them anyway."""
-    model_cfg = cfg.model.copy()
-    if "init_from" in model_cfg:
-        with open_dict(model_cfg):
-            model_cfg.init_from = None
-    module = instantiate(cfg.module, net=instantiate(model_cfg))
+    ``cfg`` holds the run's ``model`` and ``module`` groups; the network is rebuilt as it was
+    trained (``models.as_trained``): no weights fetched, the checkpoint's replace them."""
+    module = instantiate(cfg.module, net=instantiate(as_trained(cfg.model)))
     module.load_state_dict(checkpoint_weights(checkpoint, weights))
     return module.net.eval().to(memory_format=torch.contiguous_format)
 

@@ -17,6 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from mobilenet_lab.failures import TrainingDiverged
 
+VAL_ACC_BEST_KEY = "val_acc_best"
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[..., LRScheduler]
 
@@ -129,6 +130,16 @@ class ImageClassifier(L.LightningModule):
         if not self.trainer.sanity_checking:
             self.val_acc_best.update(self.val_metrics["acc"].compute())
             self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The best val/acc so far goes into the checkpoint (torchmetrics keeps its states out of
+        the state_dict), so that a resumed run's ``val/acc_best`` covers the whole run."""
+        if self.val_acc_best.update_count:
+            checkpoint[VAL_ACC_BEST_KEY] = self.val_acc_best.max_value.detach().cpu()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if VAL_ACC_BEST_KEY in checkpoint:
+            self.val_acc_best.update(checkpoint[VAL_ACC_BEST_KEY].to(self.device))
 
     def configure_optimizers(self) -> dict:
         if self.optimizer_factory is None:

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mobilenet_lab.callbacks import RUN_CONFIG_KEY
 from mobilenet_lab.checks import ConfigError, load_tensors
+from mobilenet_lab.models.pretrained import as_trained
 
 RESTORED_GROUPS = ("model", "data", "module")
 EVAL_EXAMPLE = "e.g. ckpt_path=logs/train/runs/<time>/checkpoints/best.ckpt"
@@ -65,8 +66,8 @@ def restore_run_config(
         if group in keys:
             restored_choices[group] = choices[group]
             continue
-        with open_dict(merged):
-            merged[group] = saved[group]
+        with open_dict(merged):  # the network as trained, from the checkpoint alone
+            merged[group] = as_trained(saved.model) if group == "model" else saved[group]
         for key in keys:
             if key.startswith(f"{group}."):
                 OmegaConf.update(merged, key, OmegaConf.select(cfg, key), force_add=True)

@@ -17,6 +17,7 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from mobilenet_lab.callbacks import RUN_CONFIG_KEY
 from mobilenet_lab.checks import ConfigError, check_positive_int
+from mobilenet_lab.models.pretrained import as_trained
 from mobilenet_lab.run_config import (
     EVAL_EXAMPLE,
     RESUME_EXAMPLE,
@@ -37,29 +38,52 @@ def check_train_config(cfg: DictConfig, hardware: bool = True) -> None:
 
 
 def resolve_resume(ckpt_path: str, log_dir: str, task: str) -> Path:
-    """``last``: the newest run of ``task`` that saved a ``last.ckpt``; else the path itself."""
+    """``last``: the ``last.ckpt`` of the newest training run of ``task``; else the path itself.
+
+    The newest run, not the newest that has a ``last.ckpt``: a run killed before its first epoch
+    ended has none, and quietly resuming an older run instead would continue the wrong one."""
     if ckpt_path != "last":
         path = Path(ckpt_path)
         if not path.is_file():
             raise ConfigError(f"ckpt_path={ckpt_path!r} does not exist: {RESUME_EXAMPLE}")
         return path.resolve()
-    runs = sorted(Path(log_dir, task, "runs").glob("*/checkpoints/last.ckpt"))
+    runs_dir = Path(log_dir, task, "runs")
+    runs = sorted(run for run in runs_dir.glob("*") if is_training_run(run))
     if not runs:
         raise ConfigError(
-            f"ckpt_path=last but no run under {Path(log_dir, task, 'runs')} has a "
-            "checkpoints/last.ckpt: start a run without ckpt_path first"
+            f"ckpt_path=last but there is no training run under {runs_dir}: start a run "
+            "without ckpt_path first"
         )
-    return runs[-1].resolve()  # folder names are timestamps: the last sorts newest
+    last = runs[-1] / "checkpoints" / "last.ckpt"  # folder names are timestamps: newest last
+    if not last.is_file():
+        older = [run / "checkpoints" / "last.ckpt" for run in runs[:-1]]
+        older = [str(path) for path in older if path.is_file()]
+        hint = f" (the newest that has one: ckpt_path={older[-1]})" if older else ""
+        raise ConfigError(
+            f"ckpt_path=last but the newest run, {runs[-1]}, has no checkpoints/last.ckpt (it "
+            f"stopped before its first epoch ended): start afresh without ckpt_path, or give "
+            f"the checkpoint of the run to continue{hint}"
+        )
+    return last.resolve()
+
+
+def is_training_run(run_dir: Path) -> bool:
+    """A folder ``src/train.py`` made (its checkpoints, or the config Hydra saved of train.yaml),
+    not an eval or profile run that shares the ``task_name``."""
+    if (run_dir / "checkpoints").is_dir():
+        return True
+    config = run_dir / ".hydra" / "config.yaml"
+    return config.is_file() and "check_train_config" in config.read_text()
 
 
 def check_resumable(cfg: DictConfig, checkpoint: dict[str, Any]) -> None:
     """The checkpoint must be of the network this config builds, for the same classes."""
-    saved = checkpoint[RUN_CONFIG_KEY]["config"]["model"]
-    current = OmegaConf.to_container(cfg.model, resolve=True)
+    saved = as_trained(checkpoint[RUN_CONFIG_KEY]["config"]["model"])
+    current = as_trained(OmegaConf.to_container(cfg.model, resolve=True))
     differences = [
         f"{key}={saved.get(key)!r} there, {current.get(key)!r} here"
         for key in sorted(set(saved) | set(current))
-        if saved.get(key) != current.get(key) and key != "init_from"
+        if saved.get(key) != current.get(key)
     ]
     if differences:
         listing = "; model.".join(differences)

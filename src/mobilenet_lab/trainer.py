@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +44,8 @@ def check_trainer_config(trainer: DictConfig, hardware: bool = True) -> None:
     nothing; only what holds anywhere is checked, and the job checks the rest where it runs."""
     accelerator = str(trainer.get("accelerator", "auto"))
     precision = str(trainer.get("precision", 32))
+    if accelerator == "cpu":
+        check_no_sync_batchnorm(trainer)
     if not hardware:
         devices = trainer.get("devices", "auto")
         if not isinstance(devices, int) or isinstance(devices, bool) or devices < 1:
@@ -68,6 +68,8 @@ def check_trainer_config(trainer: DictConfig, hardware: bool = True) -> None:
             f"trainer.precision={precision} needs a GPU: on a CPU use 32 or bf16-mixed "
             "(bf16 on a CPU is much slower than 32: about 20x on the 2-core machines here)"
         )
+    if not on_gpu:
+        check_no_sync_batchnorm(trainer)
     devices = device_count(trainer)
     available = gpus if on_gpu else usable_cpus()
     if devices > available:
@@ -75,6 +77,19 @@ def check_trainer_config(trainer: DictConfig, hardware: bool = True) -> None:
         raise ConfigError(
             f"trainer.devices={trainer.get('devices')} but this machine has {available} {kind}: "
             f"use trainer.devices=1 to {available}"
+        )
+
+
+def check_no_sync_batchnorm(trainer: DictConfig) -> None:
+    """SyncBatchNorm runs on GPUs only (torch's DDP refuses it at the first step on a CPU)."""
+    plugins = trainer.get("plugins") or {}
+    synced = [name for name, node in plugins.items() if node and "SyncBatchNorm" in node._target_]
+    if synced or trainer.get("sync_batchnorm"):
+        key = f"trainer.plugins.{synced[0]}" if synced else "trainer.sync_batchnorm"
+        raise ConfigError(
+            f"{key} (SyncBatchNorm) needs GPUs but trainer.accelerator is "
+            f"{trainer.get('accelerator')}: for DDP over CPU processes use trainer=ddp_cpu "
+            f"(trainer.devices=N), or drop it with ~{key}"
         )
 
 
@@ -174,32 +189,3 @@ def per_device_batch_size(cfg: DictConfig) -> int:
             f"(devices x nodes x accumulation): use a multiple of {share}"
         )
     return cfg.global_batch_size // share
-
-
-@contextmanager
-def ddp_job() -> Iterator[None]:
-    """Runs one job so that Lightning's DDP works in a Hydra multirun too.
-
-    Lightning starts DDP children by re-running this command with ``hydra.run.dir`` set to the
-    run's folder; inside a multirun job that command would start the whole sweep again, so it
-    becomes this job's own overrides and folder. After the job, the process group is closed and
-    the environment Lightning set (``LOCAL_RANK``, ``MASTER_PORT``...) is put back, so that the
-    next job launches its own children."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from omegaconf import read_write
-
-    hydra_cfg = HydraConfig.get()
-    environment, argv = dict(os.environ), list(sys.argv)
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
-        with read_write(hydra_cfg):
-            hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
-    try:
-        yield
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        os.environ.clear()
-        os.environ.update(environment)
-        sys.argv = argv

@@ -13,12 +13,14 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mobilenet_lab.callbacks import RUN_CONFIG_KEY, FirstStepTimer, SaveRunConfig
+from mobilenet_lab.callbacks import RUN_CONFIG_KEY, RunClock, SaveRunConfig
+from mobilenet_lab.ddp_job import ddp_job
 from mobilenet_lab.loggers import resume_point
+from mobilenet_lab.models import as_trained
 from mobilenet_lab.optimizer import build_optimizer
 from mobilenet_lab.run_config import load_checkpoint
 from mobilenet_lab.run_files import print_config_tree, scalar_metrics, write_json_atomic
-from mobilenet_lab.trainer import build_trainer, ddp_job, per_device_batch_size
+from mobilenet_lab.trainer import build_trainer, per_device_batch_size
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -36,16 +38,21 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     print_config_tree(cfg, save_to=output_dir / "config_tree.log")
     L.seed_everything(cfg.seed, workers=True)
 
-    timer = FirstStepTimer()
+    clock = RunClock(started)
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    # The checkpoint rebuilds the network as trained from itself alone (Keras's settings
+    # written out); init_from stays in it as a record of where the weights came from.
+    provenance = {k: v for k, v in resolved["model"].items() if k in ("init_from", "pretrained")}
+    resolved["model"] = {**as_trained(resolved["model"]), **provenance}
     run_config = SaveRunConfig(resolved, choices)
     resume = None
     if cfg.get("ckpt_path"):
         resume = resume_point(load_checkpoint(cfg.ckpt_path), RUN_CONFIG_KEY)
-    trainer = build_trainer(cfg, extra_callbacks=[timer, run_config], resume=resume)
+    trainer = build_trainer(cfg, extra_callbacks=[clock, run_config], resume=resume)
     global_batch = global_batch_size(cfg.data.batch_size, trainer)
     datamodule = instantiate(cfg.data)
-    net = instantiate(cfg.model)
+    # Resumed: the checkpoint's weights replace any init_from, which is not read again.
+    net = instantiate(as_trained(resolved["model"]) if resume else cfg.model)
     module = instantiate(
         cfg.module,
         net=net,
@@ -73,8 +80,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         # Lightning's EMA callback would reload the trained ones from current_model_state)
         module.load_state_dict(trainer.strategy.load_checkpoint(best)["state_dict"])
     test_metrics = scalar_metrics(trainer.test(module, datamodule=datamodule)[0], ["test/"])
-    finished = time.time()
     report = {
+        "entry_point": "train",
         "task": cfg.task_name,
         "status": "ok",  # failed and diverged runs: see failures.run_job
         **facts,
@@ -83,9 +90,10 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         "lr": built_lr(trainer),
         "epochs": trainer.current_epoch,
         "best_checkpoint": best,
-        "wall_time_s": round(finished - started, 3),
-        "started_at": started,
-        "first_step_at": timer.first_step_time,
+        "wall_time_s": round(clock.total_s(), 3),  # every segment of a resumed run
+        "segments": clock.segments,  # 1, or 1 + the times it was resumed
+        "started_at": started,  # this segment's
+        "first_step_at": clock.first_step_time,
         "overrides": list(HydraConfig.get().overrides.task),
     }
     if trainer.is_global_zero:

@@ -3,8 +3,10 @@ names, and the shape-checked copy every port (``timm_port``, ``keras_port``) goe
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from typing import Any
 
+from omegaconf import OmegaConf
 from torch import Tensor
 
 from mobilenet_lab.checks import ConfigError
@@ -46,6 +48,28 @@ def build_mobilenet_v1(
 
         timm_port.load_timm_state_dict(model, timm_port.read_timm_state_dict(init_from))
     return model
+
+
+def as_trained(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A model config that rebuilds the trained network from itself alone: the settings
+    ``init_from=keras:`` chose (relu6, tf_same, 1e-3) written out, and no weights to fetch
+    (``init_from`` and timm's ``pretrained`` off: a checkpoint's weights replace them).
+
+    Every rebuild of a trained run (resume, eval, predict, export, the report's latency) goes
+    through here, so a file that has moved since, or a config saved before this existed (with
+    ``act/padding/bn_eps: null``), still gives the network that was trained."""
+    built = (
+        OmegaConf.to_container(model_cfg, resolve=True)
+        if OmegaConf.is_config(model_cfg)
+        else dict(model_cfg)
+    )
+    init_from = str(built.get("init_from") or "")
+    if init_from.startswith("keras:"):
+        from mobilenet_lab.models.keras_port import KERAS_BUILD
+
+        built.update({k: v for k, v in KERAS_BUILD.items() if k in built and built[k] is None})
+    built.update({k: v for k, v in (("init_from", None), ("pretrained", False)) if k in built})
+    return built
 
 
 def _given(settings: dict[str, object]) -> dict[str, object]:
