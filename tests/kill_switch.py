@@ -30,3 +30,15 @@ class KillSwitch(L.Callback):
     ) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Crash(L.Callback):
+    """Raises as training epoch ``epoch`` starts: an in-process test's stand-in for a kill
+    (the checkpoints of the epoch before are written, nothing after them)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError(f"crashed on purpose as epoch {self.epoch} starts")

@@ -173,7 +173,7 @@ def test_resume_last_picks_the_newest_run(tmp_path: Path) -> None:
     (killed / "config.yaml").write_text(
         "config_check: mobilenet_lab.startup_checks.check_train_config\n"
     )
-    with pytest.raises(ConfigError, match="000004, has no checkpoints/last.ckpt.*000002"):
+    with pytest.raises(ConfigError, match=r"000004, has no checkpoints/last\.ckpt.*000002"):
         resolve_resume("last", str(tmp_path), "train")
 
 
