@@ -4,6 +4,7 @@
 32 px, batch 128, channels-last) trains at 420 images/s.
 
     python scripts/benchmark_train.py [--seeds 42,0,1,2,3] [extra overrides for src/train.py]
+    python scripts/benchmark_train.py --seeds 0,1,2,3,4,5,6,7,8,9 --threads 1 --jobs 2
 
 Each run is ``python src/train.py seed=<s>`` in a fresh process writing to a temp folder; seed
 42 is the default run. Timings are taken from outside (launch to exit) and from the run's own
@@ -15,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -34,11 +37,14 @@ REFERENCE_RATE = 420.0  # images/s: the 2-core AVX2 machine of issue #11
 ACC_MEDIAN_TARGET, ACC_MIN_TARGET = 0.98, 0.975
 
 
-def one_run(seed: int, overrides: list[str], log_dir: Path) -> dict[str, float]:
+def one_run(
+    seed: int, overrides: list[str], log_dir: Path, threads: int | None = None
+) -> dict[str, float]:
     command = [sys.executable, "src/train.py", f"seed={seed}", f"paths.log_dir={log_dir}",
                "trainer.enable_progress_bar=false", *overrides]  # fmt: skip
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     launched = time.time()
-    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, env=env)
     wall = time.time() - launched
     (metrics_file,) = (log_dir / "train" / "runs").glob("*/metrics.json")
     metrics = json.loads(metrics_file.read_text())
@@ -69,22 +75,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="42,0,1,2,3", help="comma-separated; 42 is the default")
     parser.add_argument("--speed-seconds", type=float, default=10.0, help="per V1 speed reading")
+    parser.add_argument("--threads", type=int, help="torch threads per run (OMP_NUM_THREADS)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (with --threads 1: 2)")
     parser.add_argument("overrides", nargs="*", help="extra overrides for src/train.py")
     args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
     rates = [training_images_per_second(args.speed_seconds)]  # before the first run, after each
     print(f"MobileNet V1 (alpha 1.0, 32 px, batch 128) trains at {rates[0]:,.0f} images/s here")
     results = []
-    for seed in (int(s) for s in args.seeds.split(",")):
-        with tempfile.TemporaryDirectory() as log_dir:
-            results.append(one_run(seed, args.overrides, Path(log_dir)))
+    for batch in (seeds[i : i + args.jobs] for i in range(0, len(seeds), args.jobs)):
+        with tempfile.TemporaryDirectory() as log_dir, ThreadPoolExecutor(args.jobs) as pool:
+            folders = [Path(log_dir, str(seed)) for seed in batch]
+            runs = pool.map(one_run, batch, [args.overrides] * len(batch), folders,
+                            [args.threads] * len(batch))  # fmt: skip
+            done = list(runs)
         rates.append(training_images_per_second(args.speed_seconds))
-        r = results[-1]
-        r["rate"] = (rates[-2] + rates[-1]) / 2  # the machine's speed around this run
-        r["scaled_wall_s"] = r["wall_s"] * r["rate"] / REFERENCE_RATE
-        print(f"seed {r['seed']:>2}: test acc {r['test_acc']:.4f}  wall {r['wall_s']:5.1f} s  "
-              f"first step after {r['first_step_s']:4.1f} s  "
-              f"{r['image_passes']:,} training image passes  V1 at {r['rate']:,.0f} images/s "
-              f"around it: {r['scaled_wall_s']:.1f} s at {REFERENCE_RATE:.0f}")  # fmt: skip
+        for r in done:
+            r["rate"] = (rates[-2] + rates[-1]) / 2  # the machine's speed around this run
+            # Runs started together share the cores: counted as if each had them alone (roughly).
+            r["scaled_wall_s"] = r["wall_s"] * r["rate"] / REFERENCE_RATE * args.jobs
+            print(f"seed {r['seed']:>2}: test acc {r['test_acc']:.4f}  wall {r['wall_s']:5.1f} s  "
+                  f"first step after {r['first_step_s']:4.1f} s  "
+                  f"{r['image_passes']:,} training image passes  V1 at {r['rate']:,.0f} images/s "
+                  f"around it: {r['scaled_wall_s']:.1f} s at {REFERENCE_RATE:.0f}")  # fmt: skip
+        results += done
     print()
 
     accs = [r["test_acc"] for r in results]
