@@ -233,3 +233,27 @@ def test_a_failing_job_under_ddp_fails_alone(sweep: str, tmp_path: Path) -> None
                                   storage=f"sqlite:///{tmp_path}/optuna.db")  # fmt: skip
         states = sorted(trial.state.name for trial in study.trials)
         assert states == ["COMPLETE", "FAIL"]
+
+
+@pytest.mark.slow
+def test_a_killed_ddp_run_resumes_on_all_its_processes(tmp_path: Path) -> None:
+    """resume x DDP: both processes SIGKILLed as epoch 1 starts; ``ckpt_path=last`` continues
+    the run on 2 processes in its own folder, each epoch logged once, both segments timed."""
+    from tests.conftest import ROOT
+
+    args = ["trainer=ddp_cpu", "debug=limit", "model.alpha=0.25", "trainer.max_epochs=2",
+            "trainer.enable_progress_bar=false", "~callbacks.model_summary",
+            f"paths.log_dir={tmp_path}"]  # fmt: skip
+    kill = ["+callbacks.kill._target_=tests.kill_switch.KillSwitch", "+callbacks.kill.epoch=1"]
+    killed = run_cli("src/train.py", *args, *kill, env={"PYTHONPATH": str(ROOT)})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    (run_dir,) = (tmp_path / "train" / "runs").glob("*")
+    assert load_checkpoint(str(run_dir / "checkpoints" / "last.ckpt"))["epoch"] == 0
+
+    resumed = run_cli("src/train.py", *args, "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Starting with 2 processes" in resumed.stdout + resumed.stderr
+    assert list((tmp_path / "train" / "runs").glob("*")) == [run_dir]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["segments"] == 2
+    assert len(csv_val_acc(run_dir)) == 2  # epoch 0 from the first part, epoch 1 resumed
