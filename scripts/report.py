@@ -1,9 +1,10 @@
 """The accuracy-cost report of training runs: ``python scripts/report.py <run or sweep folder>...``.
 
 Reads every run's ``metrics.json`` under the folders (single runs, sweeps, Optuna studies, failed
-jobs as failed rows), measures each network's batch-1 latency on this machine once (cached in
-the run folder), and writes ``report.md``, ``report.csv`` and ``tradeoff.png`` to ``--out`` (the
-first folder by default). Bad input: one line on stderr, exit status 2, nothing written.
+jobs as failed rows; eval runs beside them left out, and counted), measures each trained network's
+batch-1 latency on this machine once (cached in the run folder), and writes ``report.md``,
+``report.csv`` and ``tradeoff.png`` to ``--out`` (the first folder by default). Bad input: one
+line on stderr, exit status 2, nothing written.
 """
 
 import argparse

@@ -20,11 +20,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mobilenet_lab.callbacks import RUN_CONFIG_KEY
 from mobilenet_lab.inference import OnnxModel, TorchModel, eval_batches, load_network
 from mobilenet_lab.models import build_mobilenet_v1
 from mobilenet_lab.module import ImageClassifier
 from mobilenet_lab.run_config import load_checkpoint
+from mobilenet_lab.run_files import RUN_CONFIG_KEY
 from mobilenet_lab.training import train
 from tests.conftest import compose_cfg, run_cli
 

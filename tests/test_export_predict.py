@@ -12,12 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from mobilenet_lab.callbacks import RUN_CONFIG_KEY
 from mobilenet_lab.checks import ConfigError
 from mobilenet_lab.inference import OnnxModel, TorchModel, eval_batches
 from mobilenet_lab.onnx_export import export
 from mobilenet_lab.prediction import predict
 from mobilenet_lab.run_config import load_checkpoint
+from mobilenet_lab.run_files import RUN_CONFIG_KEY
 from mobilenet_lab.startup_checks import check_export_config, check_predict_config
 from mobilenet_lab.training import train
 from tests.conftest import compose_cfg, run_cli

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -14,9 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from mobilenet_lab.evaluation import evaluate
 from mobilenet_lab.summary import pareto_optimal, read_runs, report_rows, write_report
+from mobilenet_lab.training import train
 from tests.conftest import ROOT, run_cli
 
 TINY = ["model.alpha=0.25", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
@@ -86,6 +90,126 @@ def test_report_reads_a_mixed_folder_measures_latency_once_and_caches_it(
     (sweep / "0" / "latency.json").write_text(json.dumps(cached))
     again = write_report(sweep, read_runs([sweep]), "test report")
     assert again[0]["latency_ms_batch_1"] == 1234.5
+
+
+def _save_hydra_config(cfg: DictConfig, run_dir: Path) -> None:
+    """``.hydra/config.yaml`` as Hydra writes it before the job runs: unresolved, no ``hydra``."""
+    job = copy.deepcopy(cfg)
+    with open_dict(job):
+        del job["hydra"]
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(job, run_dir / ".hydra" / "config.yaml")
+
+
+def _cached_network(run_dir: Path) -> dict:
+    """The network the report timed for ``run_dir``, as its ``latency.json`` describes it."""
+    return json.loads(json.loads((run_dir / "latency.json").read_text())["network"])
+
+
+@pytest.mark.slow
+def test_report_on_an_image_folder_run_needs_no_resolver_and_no_data(
+    make_cfg: Callable[..., DictConfig], image_tree: Path, tmp_path: Path
+) -> None:
+    """``num_classes`` is ``${count_classes:...}``, which the report script does not register
+    and which reads a data folder that may be gone: the checkpoint's resolved config is used."""
+    data_dir = shutil.copytree(image_tree, tmp_path / "images")
+    runs, run_dir = tmp_path / "runs", tmp_path / "runs" / "0"
+    overrides = ["data=imagefolder", f"data.data_dir={data_dir}", "data.image_size=32",
+                 "data.num_workers=0", "data.batch_size=4", *TINY]  # fmt: skip
+    cfg = make_cfg("train", overrides, run_dir)
+    _save_hydra_config(cfg, run_dir)
+    train(cfg)
+
+    (row,) = write_report(runs, read_runs([runs]), "image folder")
+    network = _cached_network(run_dir)
+    assert network["model"]["num_classes"] == 3 and network["image_size"] == 32
+    assert network["model"]["alpha"] == 0.25 and row["latency_ms_batch_1"] > 0
+    cached = json.loads((run_dir / "latency.json").read_text())
+    cached["result"]["latency_ms_batch_1"] = 1234.5
+    (run_dir / "latency.json").write_text(json.dumps(cached))
+    shutil.rmtree(data_dir)
+    (row,) = write_report(runs, read_runs([runs]), "image folder")  # same network, from the cache
+    assert row["latency_ms_batch_1"] == 1234.5
+
+    result = run_cli("scripts/report.py", str(runs))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    with open(runs / "report.csv") as file:
+        (saved,) = csv.DictReader(file)
+    assert float(saved["latency_ms_batch_1"]) > 0
+
+
+def test_eval_runs_sharing_the_folder_are_left_out_and_counted(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    """``task_name=ablation`` puts eval runs beside the training runs; eval's own config is of
+    its default network (alpha 1.0), not the one it scored, and it trained nothing."""
+    runs = tmp_path / "ablation" / "runs"
+    cfg = make_cfg("train", [*TINY, "data.image_size=32"], runs / "2026-01-01_00-00-00_000001")
+    _save_hydra_config(cfg, runs / "2026-01-01_00-00-00_000001")
+    trained = train(cfg)
+    eval_dir = runs / "2026-01-01_00-00-00_000002"
+    overrides = [f"ckpt_path={trained['best_checkpoint']}", "trainer.limit_test_batches=1",
+                 "trainer.enable_progress_bar=false"]  # fmt: skip
+    cfg = make_cfg("eval", overrides, eval_dir)
+    _save_hydra_config(cfg, eval_dir)
+    evaluate(cfg)
+    assert json.loads((eval_dir / "metrics.json").read_text())["entry_point"] == "eval"
+
+    rows = write_report(runs, read_runs([runs]), "shared folder")
+    assert [row["job"] for row in rows] == ["2026-01-01_00-00-00_000001"]
+    assert rows[0]["pareto"] == "yes" and not (eval_dir / "latency.json").exists()
+    markdown = (runs / "report.md").read_text()
+    assert "1 eval run (src/eval.py) left out: `2026-01-01_00-00-00_000002`" in markdown
+    with open(runs / "report.csv") as file:
+        assert len(list(csv.DictReader(file))) == 1
+
+
+def test_eval_runs_are_known_by_hydra_job_name_or_older_metrics_shape(
+    tmp_path: Path, make_cfg: Callable[..., DictConfig]
+) -> None:
+    runs = tmp_path / "runs"
+    _fake_run(runs / "0", make_cfg("train"), _metrics(0.25, 32, 800_000, 0.9))
+    older_eval = {"task": "train", "ckpt_path": "/x/best.ckpt", "init_from": None,
+                  "model": "mobilenet_v1", "data": "digits", "alpha": 0.25, "image_size": 32,
+                  "weights": "averaged", "test": {"test/acc": 0.9}, "wall_time_s": 1.0}  # fmt: skip
+    _fake_run(runs / "1", make_cfg("eval"), older_eval)
+    _fake_run(runs / "2", make_cfg("eval"), None)  # failed before metrics.json: Hydra's files
+    OmegaConf.save({"hydra": {"job": {"name": "eval"}}}, runs / "2" / ".hydra" / "hydra.yaml")
+    rows = read_runs([runs])
+    assert [row["entry_point"] for row in rows] == [None, "eval", "eval"]
+    assert [row["job"] for row in write_report(runs, rows, "kinds")] == ["0"]
+    assert "2 eval runs (src/eval.py) left out: `1`, `2`" in (runs / "report.md").read_text()
+
+
+def test_latency_of_a_keras_initialised_run_is_of_the_network_as_trained(
+    tmp_path: Path, make_cfg: Callable[..., DictConfig]
+) -> None:
+    """``act/padding/bn_eps: null`` with ``init_from=keras:`` trained relu6, tf_same, 1e-3."""
+    overrides = ["model.init_from=keras:/moved/mobilenet_2_5_128_tf.h5", "model.alpha=0.25"]
+    cfg = make_cfg("train", overrides)
+    assert (cfg.model.act, cfg.model.padding, cfg.model.bn_eps) == (None, None, None)
+    run_dir = _fake_run(tmp_path / "runs" / "0", cfg, _metrics(0.25, 32, 800_000, 0.9))
+    (row,) = write_report(run_dir, read_runs([run_dir]), "keras")
+    model = _cached_network(run_dir)["model"]
+    assert (model["act"], model["padding"], model["bn_eps"]) == ("relu6", "tf_same", 1e-3)
+    assert model["init_from"] is None and row["latency_ms_batch_1"] > 0
+
+
+def test_a_run_whose_network_cannot_be_rebuilt_is_a_row_without_latency(
+    tmp_path: Path, make_cfg: Callable[..., DictConfig]
+) -> None:
+    """No checkpoint, and a config that counts the classes of a data folder that is gone."""
+    runs = tmp_path / "runs"
+    _fake_run(runs / "0", make_cfg("train"), _metrics(0.25, 32, 800_000, 0.9))
+    gone = make_cfg("train", ["data=imagefolder", f"data.data_dir={tmp_path / 'gone'}"])
+    _fake_run(runs / "1", gone, _metrics(0.5, 32, 3_000_000, 0.95))
+    rows = write_report(runs, read_runs([runs]), "gone")
+    assert rows[0]["latency_ms_batch_1"] > 0 and "latency_ms_batch_1" not in rows[1]
+    markdown = (runs / "report.md").read_text()
+    note = f"`{runs / '1'}`: no checkpoint, and {runs / '1' / '.hydra' / 'config.yaml'} does "
+    assert (
+        f"{note}not resolve: data.data_dir='{tmp_path / 'gone'}' has no train/ folder" in markdown
+    )
 
 
 def test_report_refuses_another_tools_metrics(tmp_path: Path) -> None:

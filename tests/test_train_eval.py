@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from omegaconf import open_dict
 
-from mobilenet_lab.callbacks import RUN_CONFIG_KEY
 from mobilenet_lab.checks import ConfigError
 from mobilenet_lab.data.digits import DigitsDataModule
 from mobilenet_lab.evaluation import evaluate
 from mobilenet_lab.run_config import load_checkpoint, restore_run_config
+from mobilenet_lab.run_files import RUN_CONFIG_KEY
 from mobilenet_lab.training import train
 
 TINY = ["debug=limit", "trainer.enable_progress_bar=false", "~callbacks.model_summary"]
@@ -161,18 +161,13 @@ def test_resume_last_picks_the_newest_run(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="ckpt_path=last but there is no training run under"):
         resolve_resume("last", str(tmp_path / "empty"), "train")
     # An eval run sharing the task_name is no training run: passed over.
-    evaluated = tmp_path / "train" / "runs" / "2026-01-01_00-00-00_000003" / ".hydra"
-    evaluated.mkdir(parents=True)
-    (evaluated / "config.yaml").write_text(
-        "config_check: mobilenet_lab.startup_checks.check_eval_config\n"
-    )
-    assert resolve_resume("last", str(tmp_path), "train").parent.parent.name.endswith("000002")
+    for stamp, job in (("000003", "eval"), ("000004", "train")):
+        hydra_dir = tmp_path / "train" / "runs" / f"2026-01-01_00-00-00_{stamp}" / ".hydra"
+        hydra_dir.mkdir(parents=True)
+        (hydra_dir / "hydra.yaml").write_text(f"hydra:\n  job:\n    name: {job}\n")
+        if job == "eval":
+            assert resolve_resume("last", str(tmp_path), "train").parts[-3].endswith("000002")
     # A training run killed before its first last.ckpt is the newest: refused, not passed over.
-    killed = tmp_path / "train" / "runs" / "2026-01-01_00-00-00_000004" / ".hydra"
-    killed.mkdir(parents=True)
-    (killed / "config.yaml").write_text(
-        "config_check: mobilenet_lab.startup_checks.check_train_config\n"
-    )
     with pytest.raises(ConfigError, match=r"000004, has no checkpoints/last\.ckpt.*000002"):
         resolve_resume("last", str(tmp_path), "train")
 

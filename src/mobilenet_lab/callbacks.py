@@ -19,8 +19,7 @@ from torch.optim.swa_utils import update_bn
 
 from mobilenet_lab.checks import check_positive_int
 from mobilenet_lab.loggers import LOGGER_IDS_KEY, logger_ids
-
-RUN_CONFIG_KEY = "mobilenet_lab_run"
+from mobilenet_lab.run_files import RUN_CONFIG_KEY
 
 
 class SaveRunConfig(L.Callback):

@@ -42,6 +42,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg)
     test_metrics = scalar_metrics(trainer.test(module, datamodule=datamodule)[0], ["test/"])
     report = {
+        "entry_point": "eval",  # the report leaves eval runs out of its table of training runs
         "task": cfg.task_name,
         "ckpt_path": str(Path(cfg.ckpt_path).resolve()) if checkpoint is not None else None,
         "init_from": cfg.model.get("init_from"),

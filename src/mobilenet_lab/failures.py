@@ -68,6 +68,7 @@ def failure_record(cfg: DictConfig, status: str, message: str, seconds: float) -
     hydra_cfg = HydraConfig.get()
     choices = hydra_cfg.runtime.choices
     return {
+        "entry_point": "train",  # the one entry point whose jobs go through run_job
         "task": cfg.get("task_name"),
         "status": status,
         "error": message,

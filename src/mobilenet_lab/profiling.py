@@ -179,18 +179,18 @@ def cached_latency(run_dir: Path, measured: dict[str, dict[str, Any]]) -> dict[s
     """Batch-1 latency of a training run's network on this machine, measured as ``profile``
     does (``conf/profile.yaml``'s ``speed`` settings) at the run's input size and classes.
 
-    Kept in the run's ``latency.json`` for this machine and network, so a second report does
-    not measure again; ``measured`` shares one measurement between runs of the same network.
+    The network is the one trained (``run_network.trained_network``: from the checkpoint's
+    resolved config); a ConfigError says why when it cannot be known. Kept in the run's
+    ``latency.json`` for this machine and network, so a second report does not measure again;
+    ``measured`` shares one measurement between runs of the same network.
     """
-    from omegaconf import OmegaConf
+    from mobilenet_lab.run_network import trained_network
 
-    config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    model = OmegaConf.to_container(config.model, resolve=True)
-    model.update({k: v for k, v in {"init_from": None, "pretrained": False}.items() if k in model})
-    in_chans, size = config.data.in_chans, config.data.image_size
+    described = trained_network(run_dir)
+    model, in_chans, size = described["model"], described["in_chans"], described["image_size"]
     device = torch.device(default_device())
     machine = f"{platform.node()} {device_name(device)}"
-    network = json.dumps({"model": model, "in_chans": in_chans, "image_size": size}, sort_keys=True)
+    network = json.dumps(described, sort_keys=True)
     cache = run_dir / "latency.json"
     if cache.is_file():
         cached = json.loads(cache.read_text())

@@ -11,9 +11,9 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mobilenet_lab.callbacks import RUN_CONFIG_KEY
 from mobilenet_lab.checks import ConfigError, load_tensors
 from mobilenet_lab.models.pretrained import as_trained
+from mobilenet_lab.run_files import RUN_CONFIG_KEY
 
 RESTORED_GROUPS = ("model", "data", "module")
 EVAL_EXAMPLE = "e.g. ckpt_path=logs/train/runs/<time>/checkpoints/best.ckpt"

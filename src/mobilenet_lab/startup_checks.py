@@ -15,7 +15,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from mobilenet_lab.callbacks import RUN_CONFIG_KEY
 from mobilenet_lab.checks import ConfigError, check_positive_int
 from mobilenet_lab.models.pretrained import as_trained
 from mobilenet_lab.run_config import (
@@ -24,6 +23,7 @@ from mobilenet_lab.run_config import (
     load_checkpoint,
     restore_run_config,
 )
+from mobilenet_lab.run_files import RUN_CONFIG_KEY, is_training_run
 from mobilenet_lab.trainer import check_trainer_config, per_device_batch_size
 
 
@@ -65,15 +65,6 @@ def resolve_resume(ckpt_path: str, log_dir: str, task: str) -> Path:
             f"the checkpoint of the run to continue{hint}"
         )
     return last.resolve()
-
-
-def is_training_run(run_dir: Path) -> bool:
-    """A folder ``src/train.py`` made (its checkpoints, or the config Hydra saved of train.yaml),
-    not an eval or profile run that shares the ``task_name``."""
-    if (run_dir / "checkpoints").is_dir():
-        return True
-    config = run_dir / ".hydra" / "config.yaml"
-    return config.is_file() and "check_train_config" in config.read_text()
 
 
 def check_resumable(cfg: DictConfig, checkpoint: dict[str, Any]) -> None:

@@ -1,6 +1,7 @@
-"""Gathers run results: every run's ``metrics.json`` under some folders as one row each, the
-sweep's ``summary.csv``, tables, and the accuracy-cost report (``report.md``, ``report.csv``,
-``tradeoff.png``) with its Pareto-optimal runs marked."""
+"""Gathers run results: every run's ``metrics.json`` under some folders as one row each (with
+the entry point that made it), the sweep's ``summary.csv``, tables, and the accuracy-cost report
+of the training runs (``report.md``, ``report.csv``, ``tradeoff.png``) with its Pareto-optimal
+runs marked."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mobilenet_lab.checks import ConfigError
+from mobilenet_lab.run_files import entry_point
 
 # What report.md and report.csv show, one row per run, sorted by mult-adds.
 REPORT_COLUMNS = (
@@ -71,7 +73,8 @@ def find_runs(folder: Path) -> list[Path]:
 
 def read_runs(folders: Sequence[Path]) -> list[dict[str, Any]]:
     """One row per run under ``folders``: the flattened ``metrics.json`` plus ``run_dir``,
-    ``job`` (the path below the folder given) and ``status`` (``incomplete`` without one)."""
+    ``job`` (the path below the folder given), ``status`` (``incomplete`` without one) and
+    ``entry_point`` (``run_files.entry_point``)."""
     rows = []
     for folder in folders:
         if not folder.is_dir():
@@ -91,8 +94,15 @@ def summarise_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def report_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows of training runs, sorted by mult-adds, with ``pareto`` and ``varied`` added.
-    Anything else (another tool's ``metrics.json``) is refused with one line."""
+    """The rows of training runs (eval runs left out), sorted by mult-adds, with ``pareto`` and
+    ``varied`` added. Anything else (another tool's ``metrics.json``) is refused with one line,
+    and so are rows of eval runs only."""
+    if rows and all(row.get("entry_point") == "eval" for row in rows):
+        raise ConfigError(
+            f"only eval runs (src/eval.py) under {Path(rows[0]['run_dir']).parent}: the report "
+            "is of training runs: give folders of src/train.py runs"
+        )
+    rows = [row for row in rows if row.get("entry_point") != "eval"]
     for row in rows:
         if row["status"] != "incomplete" and not {"task", "model", "image_size"} <= row.keys():
             raise ConfigError(
@@ -125,19 +135,20 @@ def pareto_optimal(
 
 
 def write_report(out_dir: Path, rows: Sequence[dict[str, Any]], title: str) -> list[dict[str, Any]]:
-    """Adds each finished run's batch-1 latency (measured once per network on this machine,
-    cached in the run folder), then writes ``report.md``, ``report.csv`` and ``tradeoff.png``,
-    each to a temporary name first."""
-    from mobilenet_lab.profiling import cached_latency
+    """Adds each finished training run's batch-1 latency (measured once per network on this
+    machine, cached in the run folder; a ``latency_note`` instead when the network cannot be
+    rebuilt), then writes ``report.md``, ``report.csv`` and ``tradeoff.png``, each to a
+    temporary name first. Eval runs are left out, and counted in ``report.md``."""
+    from mobilenet_lab.report_markdown import markdown as report_markdown
     from mobilenet_lab.tradeoff_plot import save_tradeoff_plot
 
     latencies: dict[str, dict[str, Any]] = {}
+    evals = [row for row in rows if row.get("entry_point") == "eval"]
     rows = [
-        {**row, **cached_latency(Path(row["run_dir"]), latencies)} if row["status"] == "ok" else row
-        for row in report_rows(rows)
+        _with_latency(row, latencies) if row["status"] == "ok" else row for row in report_rows(rows)
     ]
     device = next((r["latency_device"] for r in rows if r.get("latency_device")), "-")
-    markdown = _markdown(rows, title, device, _optuna_results(rows))
+    markdown = report_markdown(rows, title, device, evals)
     save_tradeoff_plot(rows, out_dir / "tradeoff.png", device)
     write_csv(out_dir / "report.csv", rows, REPORT_COLUMNS)
     tmp = out_dir / "report.md.tmp"
@@ -150,54 +161,22 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: s
     """A table of ``columns``; full width when the output is a file or pipe, not a terminal."""
     table = Table(*columns, title=title)
     for row in rows:
-        table.add_row(*(_format(row.get(key)) for key in columns))
+        table.add_row(*(format_value(row.get(key)) for key in columns))
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 240))
     console.print(table)
 
 
-def _markdown(rows: Sequence[dict[str, Any]], title: str, device: str, optuna: Path | None) -> str:
-    header = {
-        "latency_ms_batch_1": f"latency ms (batch 1, {device})",
-        "val/acc_best": "val acc (best)",
-        "test/acc": "test acc",
-        "wall_time_s": "wall time s",
-        "image_size": "image size",
-        "mult_adds": "mult-adds",
-        "varied": "other overrides",
-    }
-    lines = [
-        f"# {title}",
-        "",
-        "One row per run, sorted by mult-adds. `pareto`: no other run has both fewer mult-adds "
-        "and a higher test accuracy (ties aside). Latency: median of batch-1 forward passes on "
-        "this machine, as `scripts/profile_model.py` measures it.",
-        "",
-        "| " + " | ".join(header.get(c, c) for c in REPORT_COLUMNS) + " |",
-        "|" + "---|" * len(REPORT_COLUMNS),
-    ]
-    for row in rows:
-        cells = [_format(row.get(c)).replace("|", "\\|") for c in REPORT_COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    failed = [row for row in rows if row["status"] != "ok"]
-    if failed:
-        lines += ["", "## Failed runs", ""]
-        for row in failed:
-            reason = row.get("error", "no metrics.json (killed, or still running)")
-            lines.append(f"- `{row['run_dir']}`: {row['status']}: {reason}")
-    if optuna is not None:
-        best = OmegaConf.load(optuna)
-        lines += ["", f"## Optuna's best trial ({optuna})", "", f"- value: {best.best_value}"]
-        lines += [f"- `{key}={value}`" for key, value in (best.get("best_params") or {}).items()]
-    return "\n".join(lines) + "\n"
+def _with_latency(row: dict[str, Any], measured: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The row with its network's latency, or with why there is none (a row, not a traceback:
+    the other runs' report is still worth having)."""
+    from mobilenet_lab.profiling import cached_latency
 
-
-def _optuna_results(rows: Sequence[dict[str, Any]]) -> Path | None:
-    """The newest ``optimization_results.yaml`` the Optuna sweeper left beside these runs."""
-    found = {Path(row["run_dir"]).parent / "optimization_results.yaml" for row in rows}
-    found = {path for path in found if path.is_file()}
-    return max(found, key=lambda path: path.stat().st_mtime) if found else None
+    try:
+        return {**row, **cached_latency(Path(row["run_dir"]), measured)}
+    except ConfigError as error:
+        return {**row, "latency_note": str(error)}
 
 
 def _read_run(run_dir: Path) -> dict[str, Any]:
@@ -205,7 +184,12 @@ def _read_run(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         overrides = run_dir / ".hydra" / "overrides.yaml"
         listed = OmegaConf.to_container(OmegaConf.load(overrides)) if overrides.is_file() else []
-        return {"run_dir": str(run_dir), "status": "incomplete", "overrides": listed}
+        return {
+            "run_dir": str(run_dir),
+            "status": "incomplete",
+            "overrides": listed,
+            "entry_point": entry_point(run_dir, None),
+        }
     try:
         metrics = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -217,6 +201,7 @@ def _read_run(run_dir: Path) -> dict[str, Any]:
         **flatten(metrics),
         "status": metrics.get("status", "ok"),  # runs written before status existed: ok
         "overrides": metrics.get("overrides", []),
+        "entry_point": entry_point(run_dir, metrics),
     }
 
 
@@ -246,7 +231,7 @@ def _has(row: dict[str, Any], key: str) -> bool:
     return row.get("status") == "ok" and isinstance(row.get(key), int | float)
 
 
-def _format(value: Any) -> str:
+def format_value(value: Any) -> str:
     """Counts as people read them (76524800 -> 76.5 M); the CSV keeps the exact numbers."""
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**4:
         for scale, suffix in ((10**9, "G"), (10**6, "M"), (10**3, "k")):

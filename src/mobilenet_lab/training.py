@@ -13,13 +13,18 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mobilenet_lab.callbacks import RUN_CONFIG_KEY, RunClock, SaveRunConfig
+from mobilenet_lab.callbacks import RunClock, SaveRunConfig
 from mobilenet_lab.ddp_job import ddp_job
 from mobilenet_lab.loggers import resume_point
 from mobilenet_lab.models import as_trained
 from mobilenet_lab.optimizer import build_optimizer
 from mobilenet_lab.run_config import load_checkpoint
-from mobilenet_lab.run_files import print_config_tree, scalar_metrics, write_json_atomic
+from mobilenet_lab.run_files import (
+    RUN_CONFIG_KEY,
+    print_config_tree,
+    scalar_metrics,
+    write_json_atomic,
+)
 from mobilenet_lab.trainer import build_trainer, per_device_batch_size
 
 
