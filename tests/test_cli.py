@@ -92,7 +92,7 @@ BAD_INPUT = [
     ),
     (["model.init_from=missing.safetensors"], "model.init_from='missing.safetensors' does not"),
     (["data=imagefolder"], "data.data_dir is not set"),
-    (["ckpt_path=last"], "ckpt_path=last but no run under"),
+    (["ckpt_path=last"], "ckpt_path=last but there is no training run under"),
     (
         ["data=cifar10", "data.download=false", "data.data_dir=/nowhere"],
         "no cifar10 files in /nowhere/cifar-10-batches-py (data.download=false)",
