@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from mobilenet_lab.checks import ConfigError
 from mobilenet_lab.data.batch_transforms import random_crop_flip
@@ -213,3 +214,22 @@ def test_training_batches_are_augmented_and_eval_batches_are_not(tmp_path: Path,
     dm.setup()
     centre = (..., slice(2, -2), slice(2, -2))  # bilinear sampling's zero-filled border aside
     assert torch.allclose(transfer(dm, True)[centre], evaluated[centre], atol=1e-4)
+
+
+def test_int8_calibration_sees_the_eval_preprocessing_of_training_images(tmp_path: Path) -> None:
+    from mobilenet_lab.inference import eval_batches
+
+    tree = write_image_tree(tmp_path, classes=3, per_class=4)
+    augmenting = {"color_jitter": 0.4, "auto_augment": "rand-m9-mstd0.5", "re_prob": 0.5}
+    dm = ImageFolderDataModule(str(tree), num_classes=3, num_workers=0, image_size=32, **augmenting)
+    dm.setup()
+    evaluated = dm._transform(training=False)
+    reference = torch.stack([evaluated(Image.open(path).convert("RGB"))
+                             for path, _ in dm.samples["train"]])  # fmt: skip
+    torch.manual_seed(0)
+    images, labels = next(eval_batches(dm, "calibration", 8))
+    assert images.shape == (8, 3, 32, 32)
+    # Every calibration image is a training image exactly as the test step would see it ...
+    distances = torch.cdist(images.flatten(1), reference.flatten(1)).min(1).values
+    assert distances.max() < 1e-4, distances
+    assert len(set(labels.tolist())) > 1  # ... drawn across the classes, not class_0's first

@@ -102,9 +102,9 @@ def onnx_session(path: str, threads: int | None = None) -> Any:
 
 def eval_batches(datamodule: Any, split: str, max_images: int | None = None) -> Iterator[tuple]:
     """(images, labels) of ``split`` as the test step sees them (normalised, eval-size), the
-    first ``max_images`` of them. Outside a Trainer the in-memory sets skip augmentation; image
-    folders' train split keeps timm's training transform."""
-    datamodule.setup("fit" if split == "train" else "test")
+    first ``max_images`` of them. ``calibration`` is the training images in that same eval
+    preprocessing (never the training augmentation), shuffled."""
+    datamodule.setup("fit" if split in ("train", "calibration") else "test")
     loader = getattr(datamodule, f"{split}_dataloader")()
     seen = 0
     with warnings.catch_warnings():

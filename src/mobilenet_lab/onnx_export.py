@@ -138,7 +138,7 @@ def quantize(
     started = time.time()
     with torch.random.fork_rng():  # the same calibration images every time
         torch.manual_seed(0)
-        calibration = eval_batches(datamodule, "train", cfg.calibration_images)
+        calibration = eval_batches(datamodule, "calibration", cfg.calibration_images)
         batches = [images for images, _ in calibration]
     quantize_int8(temporary[0], temporary[1], INPUT_NAME, iter(batches))
     models = {"fp32": OnnxModel(str(temporary[0])), "int8": OnnxModel(str(temporary[1]))}

@@ -193,14 +193,15 @@ class ImageFolderDataModule(L.LightningDataModule):
         environment = getattr(trainer.strategy, "cluster_environment", None) if trainer else None
         return default_num_workers(local_processes, isinstance(environment, SLURMEnvironment))
 
-    def _loader(self, split: str, training: bool) -> DataLoader:
+    def _loader(self, split: str, training: bool, shuffle: bool | None = None) -> DataLoader:
         dataset = ReplaceBadImages(self.samples[split], self._transform(training))
         workers = self.num_workers
+        shuffle = training if shuffle is None else shuffle
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
-            shuffle=training,
-            sampler=None if training else unrepeated_sampler(dataset, self.trainer),
+            shuffle=shuffle,
+            sampler=None if shuffle else unrepeated_sampler(dataset, self.trainer),
             num_workers=workers,
             collate_fn=collate_naming_bad,
             pin_memory=torch.cuda.is_available(),
@@ -215,6 +216,11 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", training=False)
+
+    def calibration_dataloader(self) -> DataLoader:
+        """Training images in the eval preprocessing, shuffled so the first batches span the
+        classes: what int8 calibration measures activation ranges on."""
+        return self._loader("train", training=False, shuffle=True)
 
     def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple[Tensor, Tensor]:
         images, labels, bad = batch

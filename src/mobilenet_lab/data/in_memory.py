@@ -64,6 +64,10 @@ class InMemoryDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
+    def calibration_dataloader(self) -> DataLoader:
+        """Training images, shuffled; outside a fit they take the eval resize, unaugmented."""
+        return self._loader("train", shuffle=True)
+
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         images, labels = batch
         images = images.float() / self.pixel_max
