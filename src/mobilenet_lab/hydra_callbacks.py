@@ -25,6 +25,7 @@ from mobilenet_lab.checks import ConfigError, exit_on_config_error
 LOCAL_LAUNCHERS = frozenset({
     "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
     "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+    "hydra_plugins.mobilenet_lab_submitit_launcher.LocalLauncher",
 })  # fmt: skip
 
 
