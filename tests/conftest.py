@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -98,3 +99,24 @@ def image_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.data_files import write_image_tree
 
     return write_image_tree(tmp_path_factory.mktemp("images"))
+
+
+def test_split_accuracy(
+    logits: Callable[[Any], Any], datamodule: Any, max_images: int | None = None
+) -> float:
+    """The top-1 accuracy of ``logits`` over ``datamodule``'s test split (its first
+    ``max_images``, as ``trainer.limit_test_batches`` cuts it), counted here: what a run's
+    reported test/acc must equal."""
+    import torch
+
+    from mobilenet_lab.inference import eval_batches
+
+    hits = total = 0
+    with torch.no_grad():
+        for images, labels in eval_batches(datamodule, "test", max_images):
+            hits += int((logits(images).argmax(1) == labels).sum())
+            total += len(labels)
+    return hits / total
+
+
+test_split_accuracy.__test__ = False  # a helper, not a test

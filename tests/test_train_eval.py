@@ -13,9 +13,11 @@ from omegaconf import open_dict
 from mobilenet_lab.checks import ConfigError
 from mobilenet_lab.data.digits import DigitsDataModule
 from mobilenet_lab.evaluation import evaluate
+from mobilenet_lab.inference import TorchModel
 from mobilenet_lab.run_config import load_checkpoint, restore_run_config
 from mobilenet_lab.run_files import RUN_CONFIG_KEY
 from mobilenet_lab.training import train
+from tests.conftest import test_split_accuracy
 
 TINY = ["debug=limit", "trainer.enable_progress_bar=false", "~callbacks.model_summary"]
 
@@ -37,7 +39,13 @@ def test_train_writes_checkpoints_and_metrics(trained: dict, tmp_path: Path) -> 
         "mobilenet_v1", "digits", 0.25, 32)  # fmt: skip
     assert set(metrics["val"]) == {"val/acc", "val/acc5", "val/acc_best", "val/loss"}
     assert set(metrics["test"]) == {"test/acc", "test/acc5", "test/loss"}
-    assert 0 <= metrics["test"]["test/acc"] <= 1 and metrics["params"] > 0
+    best = TorchModel(metrics["best_checkpoint"], "averaged", "cpu")  # debug=limit: 2 x 64 images
+    assert metrics["test"]["test/acc"] == pytest.approx(
+        test_split_accuracy(
+            best.logits, DigitsDataModule(image_size=32, batch_size=64), max_images=128
+        )
+    )
+    assert metrics["params"] == sum(p.numel() for p in best.net.parameters())
     assert metrics["started_at"] <= metrics["first_step_at"] <= metrics["started_at"] + 60
     assert metrics["epochs"] == 2
     assert (run_dir / "csv" / "metrics.csv").is_file()

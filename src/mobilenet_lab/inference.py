@@ -19,6 +19,7 @@ from mobilenet_lab.evaluation import checkpoint_weights
 from mobilenet_lab.models.pretrained import as_trained
 from mobilenet_lab.preprocessing import METADATA_KEY, Preprocessing
 from mobilenet_lab.run_config import load_checkpoint
+from mobilenet_lab.run_files import RUN_CONFIG_KEY
 
 ONNX_EXAMPLE = "e.g. ckpt_path=logs/train/runs/<time>/model.onnx (written by src/export.py)"
 
@@ -38,7 +39,7 @@ class TorchModel:
     def __init__(self, ckpt_path: str, weights: str, device: str) -> None:
         checkpoint = load_checkpoint(ckpt_path)
         self.preprocessing = Preprocessing.from_checkpoint(checkpoint)
-        run_cfg = OmegaConf.create(checkpoint["mobilenet_lab_run"]["config"])
+        run_cfg = OmegaConf.create(checkpoint[RUN_CONFIG_KEY]["config"])
         self.device = torch.device(device)
         self.net = load_network(run_cfg, checkpoint, weights).to(self.device)
 
