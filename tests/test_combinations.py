@@ -28,7 +28,7 @@ from mobilenet_lab.run_files import RUN_CONFIG_KEY
 from mobilenet_lab.training import train
 from tests.conftest import compose_cfg, run_cli, test_split_accuracy
 
-TINY = ["debug=limit", "model.alpha=0.25", "trainer.deterministic=true",
+TINY = ["debug=limit", "model.alpha=0.25", "data.image_size=32", "trainer.deterministic=true",
         "trainer.enable_progress_bar=false", "~callbacks.model_summary"]  # fmt: skip
 FAST_EXPORT = ["speed.repeats=1", "speed.warmup=0", "speed.batch_size=2", "check_images=8"]
 
@@ -85,9 +85,9 @@ def as_built_by_init_from(checkpoint: dict, weights: str = "state_dict") -> torc
     return module.net.eval()
 
 
-def test_ddp_with_sync_batchnorm_on_a_cpu_is_refused_at_start_up(tmp_path: Path) -> None:
+def test_ddp_with_sync_batchnorm_on_a_cpu_is_refused_at_start_up(run_main, tmp_path: Path) -> None:
     """Item 9: trainer=ddp trainer.accelerator=cpu failed at the first step inside torch."""
-    result = run_cli("src/train.py", "trainer=ddp", "trainer.accelerator=cpu",
+    result = run_main("src/train.py", "trainer=ddp", "trainer.accelerator=cpu",
                      f"paths.log_dir={tmp_path}")  # fmt: skip
     assert result.returncode == 2, result.stderr[-2000:]
     (line,) = result.stderr.strip().splitlines()
@@ -215,8 +215,9 @@ def test_a_failing_job_under_ddp_fails_alone(sweep: str, tmp_path: Path) -> None
     on both processes), the summary and report are written, and the sweep exits 1 naming it.
     (Plain multiruns and Optuna with a failing job: tests/test_report.py.)"""
     result = run_cli("src/train.py", *FAILING_SWEEPS[sweep], "debug=limit", "model.alpha=0.25",
-                     "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-                     "~callbacks.model_summary", f"paths.log_dir={tmp_path}")  # fmt: skip
+                     "data.image_size=32", "trainer.max_epochs=1",
+                     "trainer.enable_progress_bar=false", "~callbacks.model_summary",
+                     f"paths.log_dir={tmp_path}")  # fmt: skip
     assert result.returncode == 1, result.stderr[-3000:]
     assert "1 of 2 jobs failed" in result.stderr and "diverged" in result.stderr
     metrics = sorted(tmp_path.rglob("metrics.json"))
@@ -224,6 +225,10 @@ def test_a_failing_job_under_ddp_fails_alone(sweep: str, tmp_path: Path) -> None
     assert statuses == ["diverged", "ok"]  # each job once: no job's children ran a sweep
     (report,) = tmp_path.rglob("report.md")
     assert "diverged" in report.read_text()
+    assert not (tmp_path / "train" / "runs").exists()  # no child made a run folder of its own
+    (ok_job,) = (p.parent for p in metrics if json.loads(p.read_text())["status"] == "ok")
+    assert (ok_job / "train_ddp_process_1.log").is_file()  # rank 1 wrote into its job's folder
+    assert json.loads((ok_job / "metrics.json").read_text())["global_batch_size"] == 2 * 64
     if sweep == "optuna_ddp":
         import optuna
 

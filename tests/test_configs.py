@@ -100,6 +100,22 @@ def test_gpu_preset_asks_for_a_gpu_with_mixed_precision(make_cfg) -> None:
     assert ddp.trainer.plugins.sync_batchnorm._target_.endswith("TimmSyncBatchNorm")
 
 
+@pytest.mark.parametrize(
+    ("overrides", "alpha_and_size"),
+    [
+        ([], (0.75, 40)),  # conf/data_model/digits_mobilenet_v1.yaml: the default run's recipe
+        (["model.alpha=1.0", "data.image_size=32"], (1.0, 32)),  # the command line wins
+        (["model=mobilenet_v2"], (1.0, 32)),  # another model on the digits: its own defaults
+        (["data=cifar10"], (1.0, 32)),  # V1 on another data set: the model's and data's
+    ],
+)
+def test_the_digits_recipe_is_for_v1_on_the_digits_only(
+    make_cfg, overrides: list[str], alpha_and_size: tuple[float, int]
+) -> None:
+    cfg = make_cfg("train", overrides)
+    assert (cfg.model.alpha, cfg.data.image_size) == alpha_and_size
+
+
 def test_run_dirs_use_microsecond_timestamps(make_cfg) -> None:
     cfg = make_cfg("train")
     stamp = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d{6}"

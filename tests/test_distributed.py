@@ -1,4 +1,5 @@
-"""DDP on CPU processes (gloo): Lightning's launcher, torchrun "nodes", and Hydra multiruns."""
+"""DDP on CPU processes (gloo) started by torchrun "nodes"; loggers; SLURM's config. (DDP by
+Lightning's launcher: tests/test_cli.py; DDP multiruns: tests/test_combinations.py.)"""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli, started
+from tests.conftest import started
 
 pytestmark = pytest.mark.slow
 TINY = ["debug=limit", "trainer.enable_progress_bar=false", "~callbacks.model_summary",
@@ -20,18 +21,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def test_multirun_with_ddp_makes_one_sweep_and_one_folder_per_job(tmp_path: Path) -> None:
-    result = run_cli("src/train.py", "-m", "trainer=ddp_cpu", "model.dropout=0.0,0.1", *TINY,
-                     f"paths.log_dir={tmp_path}")  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    (sweep,) = (tmp_path / "train" / "multiruns").glob("*")  # the children started no sweep
-    assert not (tmp_path / "train" / "runs").exists()  # nor run folders of their own
-    for job in ("0", "1"):
-        assert (sweep / job / "train_ddp_process_1.log").is_file()  # rank 1 wrote here
-        metrics = json.loads((sweep / job / "metrics.json").read_text())
-        assert metrics["global_batch_size"] == 2 * 64
 
 
 def torchrun_nodes(nodes: int, tmp_path: Path, *train_args: str) -> Path:
@@ -58,15 +47,8 @@ def torchrun_nodes(nodes: int, tmp_path: Path, *train_args: str) -> Path:
     return attempt_dir / "logs"
 
 
-def test_two_torchrun_nodes_on_localhost_share_one_run(tmp_path: Path) -> None:
-    log_dir = torchrun_nodes(2, tmp_path, *TINY)
-    (run_dir,) = (log_dir / "train" / "runs").glob("*")  # rank 1 made no folder of its own
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["global_batch_size"] == 2 * 64 and metrics["epochs"] == 2
-
-
-def test_every_logger_writes_its_files(tmp_path: Path) -> None:
-    result = run_cli("src/train.py", "logger=[csv,tensorboard,mlflow,wandb]", *TINY,
+def test_every_logger_writes_its_files(run_main, tmp_path: Path) -> None:
+    result = run_main("src/train.py", "logger=[csv,tensorboard,mlflow,wandb]", *TINY,
                      f"paths.log_dir={tmp_path}", env={"WANDB_MODE": "offline"})  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "train" / "runs").glob("*")
@@ -78,10 +60,10 @@ def test_every_logger_writes_its_files(tmp_path: Path) -> None:
     assert list((run_dir / "wandb").glob("offline-run-*"))
 
 
-def test_slurm_launcher_config_composes() -> None:
+def test_slurm_launcher_config_composes(run_main) -> None:
     overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=8", "trainer.num_nodes=2",
                  "hydra.launcher.partition=gpu"]  # fmt: skip
-    result = run_cli("src/train.py", *overrides, "--cfg", "hydra")
+    result = run_main("src/train.py", *overrides, "--cfg", "hydra")
     assert result.returncode == 0, result.stderr[-3000:]
     for line in ("nodes: ${trainer.num_nodes}", "tasks_per_node: ${trainer.devices}",
                  "gpus_per_node: ${trainer.devices}", "partition: gpu", "max_num_timeout: 3",
@@ -89,28 +71,33 @@ def test_slurm_launcher_config_composes() -> None:
         assert line in result.stdout
 
 
-def test_readme_slurm_command_gets_to_slurm_on_a_machine_without_gpus(tmp_path: Path) -> None:
+def test_readme_slurm_command_gets_to_slurm_on_a_machine_without_gpus(
+    run_main, tmp_path: Path
+) -> None:
     """The login node has no GPU and no SLURM here: the config checks pass and submitit is
     the first to stop (no ``srun``), before any job or run folder exists."""
     readme = ["-m", "hydra/launcher=slurm", "trainer=ddp", "trainer.devices=8",
               "trainer.num_nodes=2"]  # fmt: skip
-    result = run_cli("src/train.py", *readme, f"paths.log_dir={tmp_path}")
+    result = run_main("src/train.py", *readme, f"paths.log_dir={tmp_path}")
     assert result.returncode != 0 and "no GPU" not in result.stderr
     assert 'Could not detect "srun"' in result.stderr, result.stderr[-3000:]
     assert not list(tmp_path.glob("train/multiruns/*/0"))
 
 
-def test_ddp_metrics_are_synced_across_ranks(tmp_path: Path) -> None:
-    """Three ranks test 182 digits (61 + 61 + 60: nothing padded or counted twice); the synced
-    result is the whole set's, as one process scores it. torchrun starts the three processes
-    (three one-device "nodes"): the config check refuses 3 devices on a 2-core machine."""
+def test_torchrun_nodes_share_one_run_and_sync_their_metrics(run_main, tmp_path: Path) -> None:
+    """Three torchrun "nodes" of one process each on localhost (the config check refuses 3
+    devices of one node on a 2-core machine) make one run folder, with a global batch of 3 x 64.
+    They test 182 digits (61 + 61 + 60: nothing padded or counted twice); the synced result is
+    the whole set's, as one process scores it."""
     full_test = [*TINY, "trainer.limit_test_batches=1.0", "data.test_fraction=0.101"]
     log_dir = torchrun_nodes(3, tmp_path, *full_test)
-    (run_dir,) = (log_dir / "train" / "runs").glob("*")
-    ddp = json.loads((run_dir / "metrics.json").read_text())["test"]
+    (run_dir,) = (log_dir / "train" / "runs").glob("*")  # ranks 1 and 2 made no folder of their own
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["global_batch_size"] == 3 * 64 and metrics["epochs"] == 2
+    ddp = metrics["test"]
     ckpt = run_dir / "checkpoints" / "best.ckpt"
-    result = run_cli("src/eval.py", f"ckpt_path={ckpt}", "trainer.enable_progress_bar=false",
-                     f"paths.log_dir={tmp_path}")  # fmt: skip
+    result = run_main("src/eval.py", f"ckpt_path={ckpt}", "trainer.enable_progress_bar=false",
+                      f"paths.log_dir={tmp_path}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     (eval_dir,) = (tmp_path / "eval" / "runs").glob("*")
     single = json.loads((eval_dir / "metrics.json").read_text())["test"]

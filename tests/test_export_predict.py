@@ -23,7 +23,7 @@ from mobilenet_lab.training import train
 from tests.conftest import compose_cfg, run_cli, test_split_accuracy
 
 TINY = ["debug=limit", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-        "~callbacks.model_summary", "model.alpha=0.25"]  # fmt: skip
+        "~callbacks.model_summary", "model.alpha=0.25", "data.image_size=32"]  # fmt: skip
 FAST_EXPORT = ["speed.repeats=1", "speed.warmup=0", "speed.batch_size=2", "check_images=8",
                "calibration_images=16"]  # fmt: skip
 
@@ -253,14 +253,16 @@ def test_a_failed_self_check_leaves_no_onnx_file(digits_run: Path, tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_cli_export_then_predict_from_the_onnx(digits_run: Path, digit_pngs, tmp_path) -> None:
+def test_cli_export_then_predict_from_the_onnx(
+    run_main, digits_run: Path, digit_pngs, tmp_path
+) -> None:
     logs = f"paths.log_dir={tmp_path}"
     out = tmp_path / "model.onnx"
-    done = run_cli("src/export.py", f"ckpt_path={digits_run}", f"output_path={out}", logs,
-                   *FAST_EXPORT)  # fmt: skip
+    done = run_main("src/export.py", f"ckpt_path={digits_run}", f"output_path={out}", logs,
+                    *FAST_EXPORT)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"Wrote {out}" in done.stdout
-    done = run_cli("src/predict.py", f"ckpt_path={out}", f"input={digit_pngs[0]}", logs)
+    done = run_main("src/predict.py", f"ckpt_path={out}", f"input={digit_pngs[0]}", logs)
     assert done.returncode == 0, done.stderr[-2000:]
     (csv_path,) = tmp_path.glob("predict/runs/*/predictions.csv")
     assert len(read_csv(csv_path)) == 20

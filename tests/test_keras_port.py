@@ -18,7 +18,6 @@ from PIL import Image
 
 from mobilenet_lab.checks import ConfigError
 from mobilenet_lab.models import build_mobilenet_v1
-from tests.conftest import run_cli
 
 os.environ["KERAS_BACKEND"] = "torch"  # before Keras is imported: its default is TensorFlow
 import keras  # test-only (in .[dev]); the kit reads the files with h5py alone
@@ -191,13 +190,13 @@ def write_png_tree(root: Path, classes: int = 3, per_class: int = 2, size: int =
 
 
 @pytest.mark.slow
-def test_eval_scores_keras_weights_without_a_checkpoint(tmp_path: Path) -> None:
+def test_eval_scores_keras_weights_without_a_checkpoint(run_main, tmp_path: Path) -> None:
     """``eval.py`` with ``model.init_from=keras:`` and ``data=imagenet_keras`` scores the
     images as Keras's own network scores them, preprocessed as x / 127.5 - 1."""
     data = write_png_tree(tmp_path / "images")
     reference = randomised_keras_mobilenet(0.25, size=32, classes=3)
     init_from = f"keras:{write_keras2_h5(reference, tmp_path / 'three.h5')}"
-    result = run_cli(
+    result = run_main(
         "src/eval.py", f"model.init_from={init_from}", "model.alpha=0.25", "data=imagenet_keras",
         f"data.data_dir={data}", "data.image_size=32", "data.crop_pct=1.0", "data.num_workers=0",
         f"paths.log_dir={tmp_path / 'logs'}",
@@ -242,10 +241,10 @@ CLI_BAD_INPUT = [
 @pytest.mark.slow
 @pytest.mark.parametrize(("overrides", "message"), CLI_BAD_INPUT)
 def test_bad_input_fails_in_one_line_before_any_run_folder(
-    tmp_path: Path, bad_files: dict[str, Path], overrides: list[str], message: str
+    run_main, tmp_path: Path, bad_files: dict[str, Path], overrides: list[str], message: str
 ) -> None:
     overrides = [override.format(**bad_files) for override in overrides]
-    result = run_cli("src/eval.py", *overrides, f"paths.log_dir={tmp_path}")
+    result = run_main("src/eval.py", *overrides, f"paths.log_dir={tmp_path}")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # one line
     assert message in result.stderr

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from mobilenet_lab.profiling import default_device, profile, training_images_per_second
-from tests.conftest import run_cli
 
 FAST = ["speed.repeats=1", "speed.warmup=0", "speed.batch_size=2"]
 
@@ -113,8 +112,8 @@ def test_device_auto_picks_cuda_when_there_is_one(make_cfg, monkeypatch) -> None
 
 
 @pytest.mark.slow
-def test_profile_multirun_writes_one_csv_row_per_model_and_size(tmp_path: Path) -> None:
-    result = run_cli("scripts/profile_model.py", "-m", "model.alpha=1.0,0.25",
+def test_profile_multirun_writes_one_csv_row_per_model_and_size(run_main, tmp_path: Path) -> None:
+    result = run_main("scripts/profile_model.py", "-m", "model.alpha=1.0,0.25",
                      "data.image_size=224,128", *FAST, f"paths.log_dir={tmp_path}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (tmp_path / "profile" / "multiruns").glob("*")

@@ -21,10 +21,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from mobilenet_lab.evaluation import evaluate
 from mobilenet_lab.summary import pareto_optimal, read_runs, report_rows, write_report
 from mobilenet_lab.training import train
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT
 
-TINY = ["model.alpha=0.25", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
-        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+TINY = ["model.alpha=0.25", "data.image_size=32", "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
         "trainer.enable_progress_bar=false", "~callbacks.model_summary"]  # fmt: skip
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -108,7 +109,7 @@ def _cached_network(run_dir: Path) -> dict:
 
 @pytest.mark.slow
 def test_report_on_an_image_folder_run_needs_no_resolver_and_no_data(
-    make_cfg: Callable[..., DictConfig], image_tree: Path, tmp_path: Path
+    make_cfg: Callable[..., DictConfig], run_main, image_tree: Path, tmp_path: Path
 ) -> None:
     """``num_classes`` is ``${count_classes:...}``, which the report script does not register
     and which reads a data folder that may be gone: the checkpoint's resolved config is used."""
@@ -131,7 +132,7 @@ def test_report_on_an_image_folder_run_needs_no_resolver_and_no_data(
     (row,) = write_report(runs, read_runs([runs]), "image folder")  # same network, from the cache
     assert row["latency_ms_batch_1"] == 1234.5
 
-    result = run_cli("scripts/report.py", str(runs))
+    result = run_main("scripts/report.py", str(runs))
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
     with open(runs / "report.csv") as file:
         (saved,) = csv.DictReader(file)
@@ -230,7 +231,7 @@ def test_report_refuses_another_tools_metrics(tmp_path: Path) -> None:
     ],
 )
 def test_report_script_bad_input_is_one_line_and_writes_nothing(
-    tmp_path: Path, content: str | None, message: str
+    run_main, tmp_path: Path, content: str | None, message: str
 ) -> None:
     folder = tmp_path / "does-not-exist"
     if content is not None:
@@ -239,21 +240,21 @@ def test_report_script_bad_input_is_one_line_and_writes_nothing(
         if content:
             (folder / "0").mkdir()
             (folder / "0" / "metrics.json").write_text(content)
-    result = run_cli("scripts/report.py", str(folder))
+    result = run_main("scripts/report.py", str(folder))
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and message in result.stderr, result.stderr
     assert not list(tmp_path.rglob("report*")) and not list(tmp_path.rglob("*.png"))
 
 
 @pytest.mark.slow
-def test_diverged_and_failed_jobs_are_recorded_and_the_others_run(tmp_path: Path) -> None:
+def test_diverged_and_failed_jobs_are_recorded_and_the_others_run(run_main, tmp_path: Path) -> None:
     """lr 1e6 diverges; early stopping on a metric that is never logged fails at run time (a
     RuntimeError in a Lightning hook); the sweep runs every job and ends with the report, a
     short message naming the failed jobs, and exit status 1."""
     stop = "+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping"
-    result = run_cli("src/train.py", "-m", "optimizer.lr=0.05,1e6", stop,
-                     "+callbacks.stop.monitor=val/acc,val/never_logged", *TINY,
-                     f"paths.log_dir={tmp_path}", timeout=900)  # fmt: skip
+    result = run_main("src/train.py", "-m", "optimizer.lr=0.05,1e6", stop,
+                      "+callbacks.stop.monitor=val/acc,val/never_logged", *TINY,
+                      f"paths.log_dir={tmp_path}")  # fmt: skip
     assert result.returncode == 1, result.stderr[-3000:]
     (sweep,) = (tmp_path / "train" / "multiruns").glob("*")
     metrics = {job: json.loads((sweep / job / "metrics.json").read_text()) for job in "0123"}
@@ -273,7 +274,9 @@ def test_diverged_and_failed_jobs_are_recorded_and_the_others_run(tmp_path: Path
 
 
 @pytest.mark.slow
-def test_optuna_study_killed_midway_resumes_without_repeating_trials(tmp_path: Path) -> None:
+def test_optuna_study_killed_midway_resumes_without_repeating_trials(
+    run_main, tmp_path: Path
+) -> None:
     """4 tiny trials; the sweep is killed as its third trial starts, and the same command run
     again finishes the study: 4 trials, each finished once, with 4 different parameter sets."""
     command = [sys.executable, "src/train.py", "hparams_search=optuna", *TINY[1:],
@@ -289,7 +292,7 @@ def test_optuna_study_killed_midway_resumes_without_repeating_trials(tmp_path: P
         os.killpg(sweep.pid, signal.SIGKILL)
     assert len(list(study_dir.glob("*/*/metrics.json"))) == 2
 
-    result = run_cli(*command[1:], timeout=600)
+    result = run_main(*command[1:])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "has 2 finished trial(s): running 2 more" in result.stdout
     with sqlite3.connect(tmp_path / "optuna.db") as db:

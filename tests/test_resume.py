@@ -30,14 +30,14 @@ def val_epochs(run_dir: Path) -> list[int]:
         return [int(row["epoch"]) for row in csv.DictReader(file) if row.get("val/acc")]
 
 
-def test_resume_continues_csv_tensorboard_and_the_mlflow_run(tmp_path: Path) -> None:
+def test_resume_continues_csv_tensorboard_and_the_mlflow_run(run_main, tmp_path: Path) -> None:
     logged = [*TINY, f"paths.log_dir={tmp_path}", "logger=[csv,tensorboard,mlflow]"]
-    first = run_cli("src/train.py", *logged, "trainer.max_epochs=2")
+    first = run_main("src/train.py", *logged, "trainer.max_epochs=2")
     assert first.returncode == 0, first.stderr[-3000:]
     run_dir = the_run(tmp_path)
     assert val_epochs(run_dir) == [0, 1]
 
-    resumed = run_cli("src/train.py", *logged, "trainer.max_epochs=4", "ckpt_path=last")
+    resumed = run_main("src/train.py", *logged, "trainer.max_epochs=4", "ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert the_run(tmp_path) == run_dir
     assert "will be deleted" not in resumed.stderr + resumed.stdout
@@ -52,7 +52,7 @@ def test_resume_continues_csv_tensorboard_and_the_mlflow_run(tmp_path: Path) -> 
     assert len(history) == 4
 
 
-def test_kill_in_epoch_3_then_resume_logs_each_epoch_once(tmp_path: Path) -> None:
+def test_kill_in_epoch_3_then_resume_logs_each_epoch_once(run_main, tmp_path: Path) -> None:
     args = [*TINY, f"paths.log_dir={tmp_path}", "trainer.max_epochs=4"]
     env = {"PYTHONPATH": str(ROOT)}
     killed = run_cli("src/train.py", *args, "+callbacks.kill._target_=tests.kill_switch.KillSwitch",
@@ -61,7 +61,7 @@ def test_kill_in_epoch_3_then_resume_logs_each_epoch_once(tmp_path: Path) -> Non
     run_dir = the_run(tmp_path)
     assert not (run_dir / "metrics.json").exists()
 
-    resumed = run_cli("src/train.py", *args, "ckpt_path=last")
+    resumed = run_main("src/train.py", *args, "ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert val_epochs(run_dir) == [0, 1, 2, 3]
     with open(run_dir / "csv" / "metrics.csv", newline="") as file:
@@ -78,9 +78,11 @@ def folder_digest(folder: Path) -> dict[str, str]:
     }
 
 
-def test_a_run_into_an_occupied_folder_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+def test_a_run_into_an_occupied_folder_is_refused_and_changes_nothing(
+    run_main, tmp_path: Path
+) -> None:
     run_dir = tmp_path / "my_run"
-    first = run_cli("src/train.py", *TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}")
+    first = run_main("src/train.py", *TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}")
     assert first.returncode == 0, first.stderr[-3000:]
     before = folder_digest(run_dir)
     assert "csv/metrics.csv" in before and "checkpoints/last.ckpt" in before
@@ -88,33 +90,33 @@ def test_a_run_into_an_occupied_folder_is_refused_and_changes_nothing(tmp_path: 
     best = run_dir / "checkpoints" / "best.ckpt"
     for command in [["src/train.py", *TINY, "trainer.max_epochs=1"],
                     ["src/eval.py", f"ckpt_path={best}"]]:  # fmt: skip
-        second = run_cli(*command, f"hydra.run.dir={run_dir}")
+        second = run_main(*command, f"hydra.run.dir={run_dir}")
         assert second.returncode == 2, second.stderr[-3000:]
         lines = second.stderr.strip().splitlines()
         assert len(lines) == 1 and "already holds a run" in lines[0] and str(run_dir) in lines[0]
         assert folder_digest(run_dir) == before
 
 
-def test_task_name_is_a_free_label_for_train_and_eval(tmp_path: Path) -> None:
+def test_task_name_is_a_free_label_for_train_and_eval(run_main, tmp_path: Path) -> None:
     label = ["task_name=cifar_ablation", f"paths.log_dir={tmp_path}"]
-    trained = run_cli("src/train.py", *TINY, "trainer.max_epochs=1", *label)
+    trained = run_main("src/train.py", *TINY, "trainer.max_epochs=1", *label)
     assert trained.returncode == 0, trained.stderr[-3000:]
     (run_dir,) = sorted((tmp_path / "cifar_ablation" / "runs").glob("*"))
     best = run_dir / "checkpoints" / "best.ckpt"
-    evaluated = run_cli("src/eval.py", f"ckpt_path={best}", *label)
+    evaluated = run_main("src/eval.py", f"ckpt_path={best}", *label)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     folders = sorted((tmp_path / "cifar_ablation" / "runs").glob("*/metrics.json"))
     assert len(folders) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar_ablation"]
 
-    bad = run_cli("src/train.py", "task_name=a/b", f"paths.log_dir={tmp_path}")
+    bad = run_main("src/train.py", "task_name=a/b", f"paths.log_dir={tmp_path}")
     assert bad.returncode == 2 and "task_name='a/b' is not a folder name" in bad.stderr
 
 
-def test_cifar_download_failure_offline_is_one_line(tmp_path: Path) -> None:
+def test_cifar_download_failure_offline_is_one_line(run_main, tmp_path: Path) -> None:
     # No network here, and a proxy that does not exist makes sure of it anywhere.
     offline = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
-    result = run_cli("src/train.py", "data=cifar10", "data.download=true",
+    result = run_main("src/train.py", "data=cifar10", "data.download=true",
                      f"data.data_dir={tmp_path / 'cifar'}", f"paths.log_dir={tmp_path}",
                      env=offline)  # fmt: skip
     assert result.returncode == 2, result.stderr[-3000:]
@@ -143,14 +145,14 @@ class CreatesAFile:
     ],
 )
 def test_a_pickle_that_runs_code_is_refused_in_one_line(
-    tmp_path: Path, script: str, key: str
+    run_main, tmp_path: Path, script: str, key: str
 ) -> None:
     import torch
 
     marker = tmp_path / "created_by_the_pickle"
     evil = tmp_path / "evil.ckpt"
     torch.save({"mobilenet_lab_run": {}, "state_dict": {}, "payload": CreatesAFile(marker)}, evil)
-    result = run_cli(script, f"{key}={evil}", f"paths.log_dir={tmp_path / 'logs'}")
+    result = run_main(script, f"{key}={evil}", f"paths.log_dir={tmp_path / 'logs'}")
     assert result.returncode == 2, result.stderr[-3000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "holds Python objects" in lines[0] and "refused" in lines[0]

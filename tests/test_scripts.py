@@ -6,14 +6,13 @@ import re
 
 import pytest
 
-from tests.conftest import run_cli
-
 pytestmark = pytest.mark.slow
 
 
-def test_benchmark_train_smoke() -> None:
-    result = run_cli("scripts/benchmark_train.py", "--seeds", "42", "debug=limit",
-                     "model.alpha=0.25", "trainer.enable_progress_bar=false")  # fmt: skip
+def test_benchmark_train_smoke(run_main) -> None:
+    quick = ["--seeds", "42", "--speed-seconds", "1"]
+    result = run_main("scripts/benchmark_train.py", *quick, "debug=limit", "model.alpha=0.25",
+                      "trainer.enable_progress_bar=false")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"trains at [\d.]+ images/s here", result.stdout)
     per_seed = (r"seed 42: test acc [\d.]+ +wall +[\d.]+ s +first step after +[\d.]+ s +\d+ "
@@ -23,8 +22,8 @@ def test_benchmark_train_smoke() -> None:
     assert re.search(r"median wall .* = [\d.]+x the 60 s target", result.stdout)
 
 
-def test_benchmark_data_smoke() -> None:
-    result = run_cli("scripts/benchmark_data.py", "--seconds", "0.2")
+def test_benchmark_data_smoke(run_main) -> None:
+    result = run_main("scripts/benchmark_data.py", "--seconds", "0.2")
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("digits", "cifar10", "imagefolder"):
         assert name in result.stdout.lower()

@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 TINY = ["debug=limit", "model.alpha=0.25", "trainer.max_epochs=4", "sweep_report=false",
@@ -38,12 +38,12 @@ class PreemptOnce(L.Callback):
             os.kill(os.getpid(), signal.SIGUSR2)  # submitit's preemption signal
 
 
-def test_a_preempted_job_resumes_from_its_own_last_checkpoint(tmp_path: Path) -> None:
+def test_a_preempted_job_resumes_from_its_own_last_checkpoint(run_main, tmp_path: Path) -> None:
     record = tmp_path / "epochs_started"
     preempt = ["+callbacks.preempt._target_=tests.test_slurm_requeue.PreemptOnce",
                "+callbacks.preempt.epoch=2", f"+callbacks.preempt.record={record}"]  # fmt: skip
-    result = run_cli("src/train.py", "-m", "hydra/launcher=slurm_local", *TINY, *preempt,
-                     f"paths.log_dir={tmp_path}", env={"PYTHONPATH": str(ROOT)})  # fmt: skip
+    result = run_main("src/train.py", "-m", "hydra/launcher=slurm_local", *TINY, *preempt,
+                      f"paths.log_dir={tmp_path}", env={"PYTHONPATH": str(ROOT)})  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     (job_dir,) = (tmp_path / "train" / "multiruns").glob("*/0")
     (job_log,) = job_dir.parent.glob(".submitit/*/*_0_log.err")
