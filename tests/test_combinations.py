@@ -95,6 +95,7 @@ def test_ddp_with_sync_batchnorm_on_a_cpu_is_refused_at_start_up(run_main, tmp_p
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["keras", "timm"])
 def test_a_ported_start_rebuilds_from_the_checkpoint_alone(
     kind: str, request: pytest.FixtureRequest, image_tree: Path, tmp_path: Path
@@ -138,6 +139,7 @@ def csv_val_acc(run_dir: Path) -> list[float]:
         return [float(row["val/acc"]) for row in csv.DictReader(file) if row.get("val/acc")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [[], ["callbacks=ema"]], ids=["plain", "ema"])
 def test_resume_continues_best_metric_wall_time_and_the_report(
     extra: list[str], tmp_path: Path

@@ -139,6 +139,7 @@ def test_synthetic_and_mixup_train(make_cfg, tmp_path: Path, monkeypatch) -> Non
     assert dm.splits["train"].tensors[0].shape == (8, 1, 16, 16)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["cifar_v1", "cifar_v3"])
 def test_cifar_recipes_train(make_cfg, tmp_path: Path, recipe: str) -> None:
     write_cifar(tmp_path / "cifar", "cifar10", per_file=40)

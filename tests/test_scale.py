@@ -16,6 +16,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 FAMILIES = sorted(path.stem for path in (CONF / "model").glob("*.yaml"))
 
 
+@pytest.mark.slow
 def test_ddp_preset_syncs_batchnorm_without_losing_timm_activations(make_cfg) -> None:
     """The layer sync the ``ddp`` preset gives DDP converts every family (timm's BatchNormAct2d
     included) into a network that computes the same logits, and reverts to one too."""

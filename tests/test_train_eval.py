@@ -211,6 +211,7 @@ def test_without_ema_averaged_and_trained_are_the_same_weights(trained: dict) ->
     assert all(torch.equal(averaged[key], plain[key]) for key in averaged)
 
 
+@pytest.mark.slow
 def test_ema_validates_and_tests_on_the_averaged_weights(make_cfg, tmp_path: Path) -> None:
     """The run's own test result is the averaged weights' result, and the trained weights
     (kept in ``current_model_state``) score differently."""
@@ -228,6 +229,7 @@ def test_ema_validates_and_tests_on_the_averaged_weights(make_cfg, tmp_path: Pat
     assert scores["trained"] != pytest.approx(report["test"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_lr_and_no_weight_decay_reach_the_optimizer_lightning_built(
     make_cfg, tmp_path: Path
 ) -> None:
@@ -267,6 +269,7 @@ def stem_statistics(run_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return state["net.stem.1.running_mean"], outputs.mean(dim=(0, 2, 3))
 
 
+@pytest.mark.slow
 def test_precise_bn_leaves_the_clean_training_statistics_in_the_checkpoint(
     make_cfg, tmp_path: Path
 ) -> None:
