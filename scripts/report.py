@@ -14,7 +14,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from mobilenet_lab.checks import ConfigError, exit_on_config_error
-from mobilenet_lab.summary import REPORT_COLUMNS, print_table, read_runs, write_report
+from mobilenet_lab.report_markdown import REPORT_COLUMNS
+from mobilenet_lab.summary import read_runs, write_report
+from mobilenet_lab.tables import print_table
 
 
 def main() -> None:

@@ -19,7 +19,8 @@ import pytest
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mobilenet_lab.evaluation import evaluate
-from mobilenet_lab.summary import pareto_optimal, read_runs, report_rows, write_report
+from mobilenet_lab.pareto import pareto_optimal
+from mobilenet_lab.summary import read_runs, report_rows, write_report
 from mobilenet_lab.training import train
 from tests.conftest import ROOT
 

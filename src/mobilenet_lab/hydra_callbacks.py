@@ -196,7 +196,8 @@ class SummariseSweep(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from mobilenet_lab.failures import failures_message
-        from mobilenet_lab.summary import print_table, read_runs, summarise_sweep, write_report
+        from mobilenet_lab.summary import read_runs, summarise_sweep, write_report
+        from mobilenet_lab.tables import print_table
 
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = jobs = summarise_sweep(sweep_dir)

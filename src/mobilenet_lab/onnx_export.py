@@ -22,7 +22,7 @@ from mobilenet_lab.preprocessing import Preprocessing
 from mobilenet_lab.profiling import median_seconds
 from mobilenet_lab.run_config import load_checkpoint, restore_run_config
 from mobilenet_lab.run_files import write_json_atomic
-from mobilenet_lab.summary import print_table
+from mobilenet_lab.tables import print_table
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 

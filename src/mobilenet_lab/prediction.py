@@ -17,7 +17,7 @@ from mobilenet_lab.checks import ConfigError
 from mobilenet_lab.data.imagefolder import IMAGE_SUFFIXES
 from mobilenet_lab.inference import open_model
 from mobilenet_lab.profiling import default_device
-from mobilenet_lab.summary import write_csv
+from mobilenet_lab.tables import write_csv
 
 INPUT_EXAMPLE = "e.g. input=photo.png, input=images/ or input='images/*.jpg'"
 

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from mobilenet_lab.run_files import write_json_atomic
-from mobilenet_lab.summary import print_table, write_csv
+from mobilenet_lab.tables import print_table, write_csv
 
 LAYER_TYPES = ("stem_3x3", "depthwise_3x3", "pointwise_1x1", "fully_connected")
 

@@ -9,7 +9,24 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from mobilenet_lab.summary import REPORT_COLUMNS, format_value
+from mobilenet_lab.tables import format_value
+
+# What report.md and report.csv show, one row per run, sorted by mult-adds.
+REPORT_COLUMNS = (
+    "run",
+    "model",
+    "alpha",
+    "image_size",
+    "params",
+    "mult_adds",
+    "latency_ms_batch_1",
+    "val/acc_best",
+    "test/acc",
+    "wall_time_s",
+    "status",
+    "pareto",
+    "varied",
+)
 
 HEADER = {
     "val/acc_best": "val acc (best)",

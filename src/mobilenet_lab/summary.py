@@ -5,7 +5,6 @@ runs marked."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections.abc import Sequence
@@ -13,29 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
-from rich.console import Console
-from rich.table import Table
 
 from mobilenet_lab.checks import ConfigError
+from mobilenet_lab.pareto import pareto_optimal
+from mobilenet_lab.report_markdown import REPORT_COLUMNS
+from mobilenet_lab.report_markdown import markdown as report_markdown
 from mobilenet_lab.run_files import entry_point
+from mobilenet_lab.tables import write_csv
 
-# What report.md and report.csv show, one row per run, sorted by mult-adds.
-REPORT_COLUMNS = (
-    "run",
-    "model",
-    "alpha",
-    "image_size",
-    "params",
-    "mult_adds",
-    "latency_ms_batch_1",
-    "val/acc_best",
-    "test/acc",
-    "wall_time_s",
-    "status",
-    "pareto",
-    "varied",
-)
-ACCURACY = "test/acc"
 # Overrides shown as columns already, left out of the report's ``varied`` column.
 SHOWN_KEYS = ("model", "model.alpha", "data.image_size", "paths.log_dir")
 
@@ -50,17 +34,6 @@ def flatten(metrics: dict[str, Any]) -> dict[str, Any]:
         elif not isinstance(value, list):
             row[key] = value
     return row
-
-
-def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] = ()) -> None:
-    """Every key of ``rows`` (or just ``columns``) as a CSV, written whole or not at all."""
-    columns = list(columns) or list(dict.fromkeys(key for row in rows for key in row))
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def find_runs(folder: Path) -> list[Path]:
@@ -118,28 +91,11 @@ def report_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def pareto_optimal(
-    rows: Sequence[dict[str, Any]], cost: str, accuracy: str = ACCURACY
-) -> list[bool]:
-    """Which finished rows no other row beats: as cheap or cheaper in ``cost`` and as accurate
-    or more, and strictly better in one of the two."""
-    points = [
-        (row[cost], row[accuracy]) if _has(row, cost) and _has(row, accuracy) else None
-        for row in rows
-    ]
-    return [
-        p is not None
-        and not any(q is not None and q[0] <= p[0] and q[1] >= p[1] and q != p for q in points)
-        for p in points
-    ]
-
-
 def write_report(out_dir: Path, rows: Sequence[dict[str, Any]], title: str) -> list[dict[str, Any]]:
     """Adds each finished training run's batch-1 latency (measured once per network on this
     machine, cached in the run folder; a ``latency_note`` instead when the network cannot be
     rebuilt), then writes ``report.md``, ``report.csv`` and ``tradeoff.png``, each to a
     temporary name first. Eval runs are left out, and counted in ``report.md``."""
-    from mobilenet_lab.report_markdown import markdown as report_markdown
     from mobilenet_lab.tradeoff_plot import save_tradeoff_plot
 
     latencies: dict[str, dict[str, Any]] = {}
@@ -155,17 +111,6 @@ def write_report(out_dir: Path, rows: Sequence[dict[str, Any]], title: str) -> l
     tmp.write_text(markdown)
     os.replace(tmp, out_dir / "report.md")
     return rows
-
-
-def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str) -> None:
-    """A table of ``columns``; full width when the output is a file or pipe, not a terminal."""
-    table = Table(*columns, title=title)
-    for row in rows:
-        table.add_row(*(format_value(row.get(key)) for key in columns))
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=max(console.width, 240))
-    console.print(table)
 
 
 def _with_latency(row: dict[str, Any], measured: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -225,21 +170,6 @@ def _short(override: str) -> str:
         return f"{key}={float(value):.4g}" if "." in value or "e" in value else override
     except ValueError:
         return override
-
-
-def _has(row: dict[str, Any], key: str) -> bool:
-    return row.get("status") == "ok" and isinstance(row.get(key), int | float)
-
-
-def format_value(value: Any) -> str:
-    """Counts as people read them (76524800 -> 76.5 M); the CSV keeps the exact numbers."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**4:
-        for scale, suffix in ((10**9, "G"), (10**6, "M"), (10**3, "k")):
-            if abs(value) >= scale:
-                return f"{value / scale:.3g} {suffix}"
-    if isinstance(value, float):  # 4 significant digits: 0.9383, 0.25, 23.66, 1235
-        return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
-    return "" if value is None else str(value)
 
 
 def _path_order(run_dir: Path) -> tuple[tuple[int, str], ...]:

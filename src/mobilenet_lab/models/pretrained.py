@@ -1,18 +1,15 @@
 """Our V1 started from another library's trained weights: the builder ``conf/model/mobilenet_v1``
-names, and the shape-checked copy every port (``timm_port``, ``keras_port``) goes through."""
+names, which hands ``init_from`` to its port (``timm_port``, ``keras_port``), and the settings a
+checkpoint's network is rebuilt with (``as_trained``)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import OmegaConf
-from torch import Tensor
 
-from mobilenet_lab.checks import ConfigError
 from mobilenet_lab.models.mobilenet_v1 import MobileNetV1
-
-CLASSIFIER_KEYS = ("classifier.weight", "classifier.bias")
 
 
 def build_mobilenet_v1(
@@ -74,39 +71,3 @@ def as_trained(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def _given(settings: dict[str, object]) -> dict[str, object]:
     return {key: value for key, value in settings.items() if value is not None}
-
-
-def load_ported_tensors(
-    model: MobileNetV1,
-    ported: dict[str, tuple[str, Tensor]],
-    hint: str,
-    optional: Collection[str] = (),
-) -> list[str]:
-    """Copies ``ported`` (our name -> (the source's name, tensor in our layout)) into ``model``;
-    returns the names left at their initialisation.
-
-    The classifier is left as it is when the class counts differ (fine-tuning to a new label
-    set); a tensor of ours with no source tensor (BatchNorm's step counters and ``optional``
-    aside), or any other that does not fit, is a ConfigError ending with ``hint``.
-    """
-    ours = model.state_dict()
-    needed = {name for name in ours if not name.endswith("num_batches_tracked")}
-    missing = sorted(needed - set(ported) - set(optional))
-    if missing:
-        raise ConfigError(
-            f"init_from has no tensor for MobileNetV1's {', '.join(missing[:3])}"
-            f"{' ...' if len(missing) > 3 else ''}: {hint}"
-        )
-    loaded, skipped = {}, sorted(needed - set(ported))
-    for name, (source_name, tensor) in ported.items():
-        if ours[name].shape == tensor.shape:
-            loaded[name] = tensor
-        elif name in CLASSIFIER_KEYS:
-            skipped.append(name)
-        else:
-            raise ConfigError(
-                f"init_from tensor {source_name} has shape {tuple(tensor.shape)} but "
-                f"MobileNetV1's {name} has shape {tuple(ours[name].shape)}: {hint}"
-            )
-    model.load_state_dict(loaded, strict=False)
-    return skipped
