@@ -26,4 +26,5 @@ def pareto_optimal(
 
 
 def finished(row: dict[str, Any], key: str) -> bool:
+    """A run that ended well with a number for ``key``: the only rows a front can hold."""
     return row.get("status") == "ok" and isinstance(row.get(key), int | float)

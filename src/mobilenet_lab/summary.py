@@ -1,6 +1,6 @@
 """Gathers run results: every run's ``metrics.json`` under some folders as one row each (with
-the entry point that made it), the sweep's ``summary.csv``, tables, and the accuracy-cost report
-of the training runs (``report.md``, ``report.csv``, ``tradeoff.png``) with its Pareto-optimal
+the entry point that made it), the sweep's ``summary.csv``, and the accuracy-cost report of the
+training runs (``report.md``, ``report.csv``, ``tradeoff.png``) with its Pareto-optimal
 runs marked."""
 
 from __future__ import annotations
