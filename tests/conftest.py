@@ -27,6 +27,19 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Each pytest-xdist worker gets its share of the cores, for torch here and OpenMP in the
+    processes tests start: two workers of two threads each on two cores oversubscribe them,
+    and torch's spinning threads then run the suite about twice as slowly."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``gpu`` run where CUDA is present and are skipped, saying why, elsewhere."""
     import torch
