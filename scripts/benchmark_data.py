@@ -26,11 +26,11 @@ import torch
 from PIL import Image
 from tests.data_files import write_cifar
 
+from mobilenet_lab.analysis.timing import training_images_per_second
 from mobilenet_lab.data.cifar import CIFARDataModule
 from mobilenet_lab.data.digits import DigitsDataModule
 from mobilenet_lab.data.imagefolder import ImageFolderDataModule
 from mobilenet_lab.data.synthetic import SyntheticDataModule
-from mobilenet_lab.profiling import training_images_per_second
 
 GPU_TARGET = 2000  # images/s a GPU trains a small MobileNet at (issue #4)
 

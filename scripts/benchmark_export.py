@@ -31,11 +31,11 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from mobilenet_lab.inference import OnnxModel
+from mobilenet_lab.deploy.onnx import INPUT_NAME, OnnxModel, write_onnx
+from mobilenet_lab.deploy.preprocessing import RESIZE_WHOLE, Preprocessing
+from mobilenet_lab.deploy.quantization import quantize_int8
+from mobilenet_lab.export import speed
 from mobilenet_lab.models import build_mobilenet_v1
-from mobilenet_lab.onnx_export import INPUT_NAME, speed, write_onnx
-from mobilenet_lab.preprocessing import RESIZE_WHOLE, Preprocessing
-from mobilenet_lab.quantization import quantize_int8
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def metrics_of(log_dir: Path, task: str) -> dict:
 def write_test_pngs(ckpt: str, folder: Path) -> None:
     """The run's digits test split as 8-bit grey PNGs named ``<index>_<label>.png``."""
     from mobilenet_lab.data.digits import DigitsDataModule
-    from mobilenet_lab.run_config import load_checkpoint
+    from mobilenet_lab.runs.checkpoint import load_checkpoint
 
     data_cfg = load_checkpoint(ckpt)["mobilenet_lab_run"]["config"]["data"]
     data = DigitsDataModule(**{k: v for k, v in data_cfg.items() if not k.startswith("_")})

@@ -19,8 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from mobilenet_lab.analysis.timing import median_seconds
 from mobilenet_lab.models import MobileNetV1
-from mobilenet_lab.profiling import median_seconds
 
 TARGET = 1.05
 

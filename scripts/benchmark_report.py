@@ -40,8 +40,8 @@ def v1_speed() -> dict[str, float]:
     import torch
     from omegaconf import OmegaConf
 
+    from mobilenet_lab.analysis.timing import SPEED_SETTINGS, default_device, measure_speed
     from mobilenet_lab.models import build_mobilenet_v1
-    from mobilenet_lab.profiling import SPEED_SETTINGS, default_device, measure_speed
 
     cfg = OmegaConf.create({"speed": OmegaConf.load(SPEED_SETTINGS).speed})
     net = build_mobilenet_v1(num_classes=1000, alpha=1.0).eval()

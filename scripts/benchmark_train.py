@@ -28,7 +28,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mobilenet_lab.profiling import training_images_per_second
+from mobilenet_lab.analysis.timing import training_images_per_second
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSES_BUDGET = 20_000  # training image passes (16 epochs of the 1,257 training digits)

@@ -7,13 +7,13 @@ one row per job in the sweep folder's ``summary.csv``.
 import hydra
 from omegaconf import DictConfig
 
-import mobilenet_lab.resolvers  # noqa: F401  (registers the resolvers the configs use)
-from mobilenet_lab.checks import exit_on_config_error
+import mobilenet_lab.runs.resolvers  # noqa: F401  (registers the resolvers the configs use)
+from mobilenet_lab.runs.errors import exit_on_config_error
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="profile")
 def main(cfg: DictConfig) -> None:
-    from mobilenet_lab.profiling import profile
+    from mobilenet_lab.profile import profile
 
     with exit_on_config_error():
         profile(cfg)

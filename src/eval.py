@@ -3,13 +3,13 @@
 import hydra
 from omegaconf import DictConfig
 
-import mobilenet_lab.resolvers  # noqa: F401  (registers the resolvers the configs use)
-from mobilenet_lab.checks import exit_on_config_error
+import mobilenet_lab.runs.resolvers  # noqa: F401  (registers the resolvers the configs use)
+from mobilenet_lab.runs.errors import exit_on_config_error
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    from mobilenet_lab.evaluation import evaluate  # imported here so --help and --cfg stay fast
+    from mobilenet_lab.evaluate import evaluate  # imported here so --help and --cfg stay fast
 
     with exit_on_config_error():  # errors raised at run time too: one line, exit 2
         evaluate(cfg)

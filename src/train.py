@@ -3,14 +3,16 @@
 import hydra
 from omegaconf import DictConfig
 
-import mobilenet_lab.resolvers  # noqa: F401  (registers the resolvers the configs use)
+import mobilenet_lab.runs.resolvers  # noqa: F401  (registers the resolvers the configs use)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """The metric a sweeper optimises; None when the run failed (a failed trial for Optuna)."""
-    from mobilenet_lab.failures import run_job  # imported here so --help and --cfg stay fast
-    from mobilenet_lab.training import train
+    from mobilenet_lab.train import train
+    from mobilenet_lab.training.failures import (
+        run_job,  # imported here so --help and --cfg stay fast
+    )
 
     metrics = run_job(train, cfg)
     return None if metrics is None else metrics["val"].get(cfg.optimized_metric, float("nan"))

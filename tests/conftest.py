@@ -21,7 +21,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-import mobilenet_lab.resolvers  # noqa: F401
+import mobilenet_lab.runs.resolvers  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -192,7 +192,7 @@ def test_split_accuracy(
     reported test/acc must equal."""
     import torch
 
-    from mobilenet_lab.inference import eval_batches
+    from mobilenet_lab.deploy.loading import eval_batches
 
     hits = total = 0
     with torch.no_grad():

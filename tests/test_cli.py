@@ -160,7 +160,7 @@ def test_ddp_on_two_cpu_processes_writes_one_run(tmp_path: Path) -> None:
     assert metrics["epochs"] == 2
     # The two ranks' test halves add up to the whole test split, each image counted once.
     from mobilenet_lab.data.digits import DigitsDataModule
-    from mobilenet_lab.inference import TorchModel
+    from mobilenet_lab.deploy.loading import TorchModel
     from tests.conftest import test_split_accuracy
 
     best = TorchModel(str(run_dir / "checkpoints" / "best.ckpt"), "averaged", "cpu")

@@ -20,12 +20,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mobilenet_lab.inference import OnnxModel, TorchModel, eval_batches, load_network
+from mobilenet_lab.deploy.loading import TorchModel, eval_batches, load_network
+from mobilenet_lab.deploy.onnx import OnnxModel
 from mobilenet_lab.models import build_mobilenet_v1
-from mobilenet_lab.module import ImageClassifier
-from mobilenet_lab.run_config import load_checkpoint
-from mobilenet_lab.run_files import RUN_CONFIG_KEY
-from mobilenet_lab.training import train
+from mobilenet_lab.runs.checkpoint import load_checkpoint
+from mobilenet_lab.runs.files import RUN_CONFIG_KEY
+from mobilenet_lab.train import train
+from mobilenet_lab.training.module import ImageClassifier
 from tests.conftest import compose_cfg, run_cli, test_split_accuracy
 
 TINY = ["debug=limit", "model.alpha=0.25", "data.image_size=32", "trainer.deterministic=true",
@@ -102,8 +103,8 @@ def test_a_ported_start_rebuilds_from_the_checkpoint_alone(
 ) -> None:
     """Item 3: train from Keras's / timm's weights, move the weights away; predict, export,
     eval and resume use the network as trained (Keras: relu6, tf_same, eps 1e-3)."""
-    from mobilenet_lab.evaluation import evaluate
-    from mobilenet_lab.onnx_export import export
+    from mobilenet_lab.evaluate import evaluate
+    from mobilenet_lab.export import export
 
     overrides, source = initialised(kind, request, image_tree)
     run_dir = tmp_path / "run"
@@ -147,7 +148,7 @@ def test_resume_continues_best_metric_wall_time_and_the_report(
     """Item 4 (and resume x EMA): 4 epochs, crashed as epoch 2 starts, resumed in the same
     folder: the same metrics as 4 straight epochs, ``val/acc_best`` over all 4, the wall time
     of both parts, and the report's row says so."""
-    from mobilenet_lab.summary import read_runs
+    from mobilenet_lab.analysis.runs_table import read_runs
 
     settings = [*TINY, *extra, "trainer.limit_train_batches=4", "trainer.max_epochs=4"]
     straight = train(compose_cfg("train", settings, tmp_path / "a"))
@@ -183,7 +184,7 @@ def test_the_best_metric_travels_in_the_checkpoint() -> None:
 
 def test_ema_checkpoint_predicts_and_exports_the_averaged_weights(tmp_path: Path) -> None:
     """predict / export x EMA: the averaged weights, unless ``weights=trained``."""
-    from mobilenet_lab.onnx_export import export
+    from mobilenet_lab.export import export
 
     run_dir = tmp_path / "run"
     train(compose_cfg("train", [*TINY, "callbacks=ema", "trainer.max_epochs=1"], run_dir))

@@ -13,9 +13,9 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from mobilenet_lab.data.digits import DigitsDataModule
-from mobilenet_lab.module import ImageClassifier
-from mobilenet_lab.optimizer import build_optimizer
-from mobilenet_lab.trainer import build_trainer
+from mobilenet_lab.training.module import ImageClassifier
+from mobilenet_lab.training.optimizer import build_optimizer
+from mobilenet_lab.training.trainer import build_trainer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ["model", "data", "module", "optimizer", "scheduler", "trainer", "callbacks", "logger",
@@ -126,7 +126,9 @@ def test_run_dirs_use_microsecond_timestamps(make_cfg) -> None:
 def test_eval_config_composes(make_cfg) -> None:
     cfg = make_cfg("eval", ["ckpt_path=x.ckpt"])
     assert cfg.task_name == "eval" and cfg.ckpt_path == "x.ckpt"
-    assert cfg.hydra.callbacks.validate.check == "mobilenet_lab.startup_checks.check_eval_config"
+    assert (
+        cfg.hydra.callbacks.validate.check == "mobilenet_lab.runs.startup_checks.check_eval_config"
+    )
 
 
 # The recipes' published values: the paper's section 3.2 with TF-slim's settings (RMSprop 0.045,
@@ -141,7 +143,7 @@ RECIPES = {
 
 @pytest.mark.parametrize("recipe", list(RECIPES))
 def test_recipe_builds_and_takes_one_step(make_cfg, image_tree, recipe: str) -> None:
-    from mobilenet_lab.module import parameter_groups
+    from mobilenet_lab.training.module import parameter_groups
 
     cfg = make_cfg("train", [f"experiment={recipe}", f"data.data_dir={image_tree}"])
     optimizer_type, lr, weight_decay, size = RECIPES[recipe]

@@ -12,14 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-from mobilenet_lab.checks import ConfigError
-from mobilenet_lab.inference import OnnxModel, TorchModel, eval_batches
-from mobilenet_lab.onnx_export import export
-from mobilenet_lab.prediction import predict
-from mobilenet_lab.run_config import load_checkpoint
-from mobilenet_lab.run_files import RUN_CONFIG_KEY
-from mobilenet_lab.startup_checks import check_export_config, check_predict_config
-from mobilenet_lab.training import train
+from mobilenet_lab.deploy.loading import TorchModel, eval_batches
+from mobilenet_lab.deploy.onnx import OnnxModel
+from mobilenet_lab.export import export
+from mobilenet_lab.predict import predict
+from mobilenet_lab.runs.checkpoint import load_checkpoint
+from mobilenet_lab.runs.errors import ConfigError
+from mobilenet_lab.runs.files import RUN_CONFIG_KEY
+from mobilenet_lab.runs.startup_checks import check_export_config, check_predict_config
+from mobilenet_lab.train import train
 from tests.conftest import compose_cfg, run_cli, test_split_accuracy
 
 TINY = ["debug=limit", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",

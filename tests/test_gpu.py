@@ -11,9 +11,9 @@ import lightning as L
 import pytest
 import torch
 
-from mobilenet_lab.profiling import profile
-from mobilenet_lab.run_config import load_checkpoint
-from mobilenet_lab.training import train
+from mobilenet_lab.profile import profile
+from mobilenet_lab.runs.checkpoint import load_checkpoint
+from mobilenet_lab.train import train
 
 pytestmark = pytest.mark.gpu
 TINY = ["debug=limit", "trainer.enable_progress_bar=false", "~callbacks.model_summary",

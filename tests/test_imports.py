@@ -1,5 +1,7 @@
-"""No import circle in the package: every ``mobilenet_lab`` import, at module level or inside a
-function, read from the source, makes a graph with no cycle (issue 19)."""
+"""The package's shape (issue 19): every ``mobilenet_lab`` import, at module level or inside a
+function, read from the source, makes a graph with no cycle, and no part (a module of a
+subpackage: ``training/``, ``deploy/``, ...) imports a flow (a module at the top: ``train``,
+``export``, ...)."""
 
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ def import_graph() -> dict[str, set[str]]:
 
 def test_the_graph_sees_the_imports_it_should() -> None:
     graph = import_graph()
-    assert "mobilenet_lab.tables" in graph["mobilenet_lab.profiling"]
+    assert "mobilenet_lab.analysis.tables" in graph["mobilenet_lab.profile"]
     assert "mobilenet_lab.models.ported_tensors" in graph["mobilenet_lab.models.keras_port"]
 
 
@@ -47,3 +49,23 @@ def test_no_import_circle() -> None:
         TopologicalSorter(import_graph()).prepare()
     except CycleError as error:
         raise AssertionError(f"import circle: {' -> '.join(error.args[1])}") from None
+
+
+def test_no_part_imports_a_flow() -> None:
+    graph = import_graph()
+    flows = {
+        name
+        for name in graph
+        if name.count(".") == 1 and (PACKAGE / f"{name.split('.')[1]}.py").is_file()
+    }
+    assert {"mobilenet_lab.train", "mobilenet_lab.export"} <= flows
+    wrong = {
+        part: deps & flows for part, deps in graph.items() if part.count(".") > 1 and deps & flows
+    }
+    assert not wrong, f"parts importing flows: {wrong}"
+
+
+def test_every_folder_of_the_package_is_a_package() -> None:
+    """setuptools' package finder installs only folders with an ``__init__.py``."""
+    folders = {path.parent for path in PACKAGE.rglob("*.py")}
+    assert not [folder for folder in folders if not (folder / "__init__.py").is_file()]

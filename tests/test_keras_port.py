@@ -16,8 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mobilenet_lab.checks import ConfigError
 from mobilenet_lab.models import build_mobilenet_v1
+from mobilenet_lab.runs.errors import ConfigError
 
 os.environ["KERAS_BACKEND"] = "torch"  # before Keras is imported: its default is TensorFlow
 import keras  # test-only (in .[dev]); the kit reads the files with h5py alone
@@ -126,7 +126,7 @@ def test_tf_same_convs_pad_as_tensorflow() -> None:
 
 
 def test_padding_and_bn_eps_change_no_count() -> None:
-    from mobilenet_lab.profiling import count_by_layer_type
+    from mobilenet_lab.analysis.counting import count_by_layer_type
 
     image = torch.zeros(1, 3, 224, 224)
     counts = [

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mobilenet_lab.models import MobileNetV1
-from mobilenet_lab.module import ImageClassifier, parameter_groups
+from mobilenet_lab.training.module import ImageClassifier, parameter_groups
 
 
 @pytest.mark.parametrize(("num_classes", "names"), [(10, {"acc", "acc5"}), (5, {"acc"})])

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mobilenet_lab.profiling import default_device, profile, training_images_per_second
+from mobilenet_lab.analysis.timing import default_device, training_images_per_second
+from mobilenet_lab.profile import profile
 
 FAST = ["speed.repeats=1", "speed.warmup=0", "speed.batch_size=2"]
 

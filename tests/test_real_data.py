@@ -9,14 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from mobilenet_lab.checks import ConfigError
 from mobilenet_lab.data.batch_transforms import random_crop_flip
 from mobilenet_lab.data.cifar import CIFARDataModule
 from mobilenet_lab.data.imagefolder import ImageFolderDataModule
 from mobilenet_lab.data.synthetic import SyntheticDataModule
-from mobilenet_lab.inference import TorchModel
-from mobilenet_lab.startup_checks import check_train_config
-from mobilenet_lab.training import train
+from mobilenet_lab.deploy.loading import TorchModel
+from mobilenet_lab.runs.errors import ConfigError
+from mobilenet_lab.runs.startup_checks import check_train_config
+from mobilenet_lab.train import train
 from tests.conftest import test_split_accuracy
 from tests.data_files import write_cifar, write_image_tree
 
@@ -155,7 +155,7 @@ def test_mixup_trains_on_soft_targets_and_says_once_when_it_skips_an_odd_batch(
     monkeypatch,
 ) -> None:
     from mobilenet_lab.models import MobileNetV1
-    from mobilenet_lab.module import ImageClassifier
+    from mobilenet_lab.training.module import ImageClassifier
 
     net = MobileNetV1(num_classes=10, alpha=0.25, in_chans=1)
     mixup = {"mixup_alpha": 0.8, "cutmix_alpha": 1.0}
@@ -231,7 +231,7 @@ def test_training_batches_are_augmented_and_eval_batches_are_not(tmp_path: Path,
 
 
 def test_int8_calibration_sees_the_eval_preprocessing_of_training_images(tmp_path: Path) -> None:
-    from mobilenet_lab.inference import eval_batches
+    from mobilenet_lab.deploy.loading import eval_batches
 
     tree = write_image_tree(tmp_path, classes=3, per_class=4)
     augmenting = {"color_jitter": 0.4, "auto_augment": "rand-m9-mstd0.5", "re_prob": 0.5}

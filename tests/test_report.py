@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mobilenet_lab.evaluation import evaluate
-from mobilenet_lab.pareto import pareto_optimal
-from mobilenet_lab.summary import read_runs, report_rows, write_report
-from mobilenet_lab.training import train
+from mobilenet_lab.analysis.pareto import pareto_optimal
+from mobilenet_lab.analysis.runs_table import read_runs, report_rows, write_report
+from mobilenet_lab.evaluate import evaluate
+from mobilenet_lab.train import train
 from tests.conftest import ROOT
 
 TINY = ["model.alpha=0.25", "data.image_size=32", "trainer.max_epochs=1",

@@ -10,7 +10,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from mobilenet_lab.trainer import build_trainer
+from mobilenet_lab.training.trainer import build_trainer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 FAMILIES = sorted(path.stem for path in (CONF / "model").glob("*.yaml"))
@@ -70,7 +70,7 @@ class FakeCuda:
 
 def test_rng_state_keeps_the_current_gpus_generator(monkeypatch: pytest.MonkeyPatch) -> None:
     """Saved on GPU 1 of a 2-GPU machine, resumed on a machine that shows one GPU."""
-    from mobilenet_lab.callbacks import RNGState
+    from mobilenet_lab.training.callbacks import RNGState
 
     saving = FakeCuda(visible=2, current=1)
     saving.install(monkeypatch)
@@ -86,7 +86,7 @@ def _save_and_resume_on_rank(rank: int, port: int, results: Path) -> None:
     are); saves, draws on, then restores from the checkpoint rank 0 wrote."""
     import torch.distributed as dist
 
-    from mobilenet_lab.callbacks import RNGState
+    from mobilenet_lab.training.callbacks import RNGState
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
@@ -122,7 +122,7 @@ def _validate_multirun(overrides: list[str]) -> None:
     """What ``python src/train.py -m <overrides>`` checks in the submitting process."""
     from hydra import compose, initialize_config_dir
 
-    from mobilenet_lab.hydra_callbacks import ValidateConfig
+    from mobilenet_lab.runs.hydra_callbacks import ValidateConfig
 
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
@@ -149,7 +149,7 @@ def test_a_slurm_job_checks_the_hardware_it_runs_on(make_cfg, capsys) -> None:
     from hydra.types import RunMode
     from omegaconf import read_write
 
-    from mobilenet_lab.hydra_callbacks import ValidateConfig
+    from mobilenet_lab.runs.hydra_callbacks import ValidateConfig
 
     cfg = make_cfg("train", [*SLURM, "trainer.devices=8"])
     with read_write(cfg.hydra):
@@ -160,9 +160,9 @@ def test_a_slurm_job_checks_the_hardware_it_runs_on(make_cfg, capsys) -> None:
 
 
 def test_global_batch_counts_devices_as_lightning_does(make_cfg, monkeypatch) -> None:
-    from mobilenet_lab.checks import ConfigError
-    from mobilenet_lab.startup_checks import check_train_config
-    from mobilenet_lab.trainer import per_device_batch_size
+    from mobilenet_lab.runs.errors import ConfigError
+    from mobilenet_lab.runs.startup_checks import check_train_config
+    from mobilenet_lab.training.trainer import per_device_batch_size
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)  # a GPU machine, run on its CPU
     cpu_auto = make_cfg("train", ["trainer.devices=auto", "global_batch_size=256"])

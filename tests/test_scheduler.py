@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from mobilenet_lab.scheduler import cosine, step
+from mobilenet_lab.training.scheduler import cosine, step
 
 
 def lrs(factory, steps: int, **kwargs) -> list[float]:

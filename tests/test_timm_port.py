@@ -9,9 +9,9 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from mobilenet_lab.checks import ConfigError
 from mobilenet_lab.models import MobileNetV1, build_mobilenet_v1
 from mobilenet_lab.models.timm_port import load_timm_state_dict
+from mobilenet_lab.runs.errors import ConfigError
 
 
 def randomised_timm_v1() -> torch.nn.Module:

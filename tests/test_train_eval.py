@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 from omegaconf import open_dict
 
-from mobilenet_lab.checks import ConfigError
 from mobilenet_lab.data.digits import DigitsDataModule
-from mobilenet_lab.evaluation import evaluate
-from mobilenet_lab.inference import TorchModel
-from mobilenet_lab.run_config import load_checkpoint, restore_run_config
-from mobilenet_lab.run_files import RUN_CONFIG_KEY
-from mobilenet_lab.training import train
+from mobilenet_lab.deploy.loading import TorchModel
+from mobilenet_lab.evaluate import evaluate
+from mobilenet_lab.runs.checkpoint import load_checkpoint, restore_run_config
+from mobilenet_lab.runs.errors import ConfigError
+from mobilenet_lab.runs.files import RUN_CONFIG_KEY
+from mobilenet_lab.train import train
 from tests.conftest import test_split_accuracy
 
 TINY = ["debug=limit", "trainer.enable_progress_bar=false", "~callbacks.model_summary"]
@@ -98,7 +98,7 @@ def test_bad_checkpoints_are_refused(tmp_path: Path) -> None:
 
 
 def test_image_size_below_the_network_stride_is_refused(make_cfg) -> None:
-    from mobilenet_lab.startup_checks import check_train_config
+    from mobilenet_lab.runs.startup_checks import check_train_config
 
     cfg = make_cfg("train", ["data.image_size=8"])
     with pytest.raises(ConfigError, match=r"data\.image_size=8 is too small.*>= 32"):
@@ -132,7 +132,7 @@ def test_tensorboard_logger_writes_event_files(make_cfg, tmp_path: Path) -> None
 
 
 def test_hardware_the_machine_lacks_is_refused(make_cfg, monkeypatch) -> None:
-    from mobilenet_lab.startup_checks import check_train_config
+    from mobilenet_lab.runs.startup_checks import check_train_config
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     with pytest.raises(ConfigError, match=r"trainer\.accelerator=gpu but this machine has no GPU"):
@@ -145,7 +145,7 @@ def test_hardware_the_machine_lacks_is_refused(make_cfg, monkeypatch) -> None:
 
 
 def test_resuming_another_network_is_refused(trained: dict, make_cfg) -> None:
-    from mobilenet_lab.startup_checks import check_train_config
+    from mobilenet_lab.runs.startup_checks import check_train_config
 
     ckpt = trained["best_checkpoint"]
     check_train_config(make_cfg("train", [f"ckpt_path={ckpt}", "model.alpha=0.25"]))
@@ -159,7 +159,7 @@ def test_resuming_another_network_is_refused(trained: dict, make_cfg) -> None:
 
 
 def test_resume_last_picks_the_newest_run(tmp_path: Path) -> None:
-    from mobilenet_lab.startup_checks import resolve_resume
+    from mobilenet_lab.runs.startup_checks import resolve_resume
 
     for stamp in ("2026-01-01_00-00-00_000001", "2026-01-01_00-00-00_000002"):
         folder = tmp_path / "train" / "runs" / stamp / "checkpoints"
@@ -185,7 +185,7 @@ def test_a_checkpoint_save_killed_midway_leaves_the_previous_one(
 ) -> None:
     from lightning.fabric.plugins import TorchCheckpointIO
 
-    from mobilenet_lab.trainer import AtomicCheckpointIO
+    from mobilenet_lab.training.trainer import AtomicCheckpointIO
 
     path = tmp_path / "last.ckpt"
     io = AtomicCheckpointIO()
@@ -202,7 +202,7 @@ def test_a_checkpoint_save_killed_midway_leaves_the_previous_one(
 
 
 def test_without_ema_averaged_and_trained_are_the_same_weights(trained: dict) -> None:
-    from mobilenet_lab.evaluation import checkpoint_weights
+    from mobilenet_lab.runs.checkpoint import checkpoint_weights
 
     checkpoint = load_checkpoint(trained["best_checkpoint"])
     averaged = checkpoint_weights(checkpoint, "averaged")
@@ -250,7 +250,7 @@ def test_lr_and_no_weight_decay_reach_the_optimizer_lightning_built(
 
 
 def test_a_global_batch_that_does_not_divide_is_refused(make_cfg) -> None:
-    from mobilenet_lab.startup_checks import check_train_config
+    from mobilenet_lab.runs.startup_checks import check_train_config
 
     overrides = ["trainer=ddp_cpu", "trainer.accumulate_grad_batches=3", "global_batch_size=100"]
     with pytest.raises(ConfigError, match=r"global_batch_size=100 does not divide over 6"):
@@ -292,7 +292,9 @@ def test_precise_bn_runs_at_epoch_ends_only(make_cfg, tmp_path: Path, monkeypatc
     """Validating every 2 of an epoch's 4 batches: the statistics are recomputed before the
     validation that ends each epoch, not before the one in the middle of it."""
     calls = []
-    monkeypatch.setattr("mobilenet_lab.callbacks.update_bn", lambda *args: calls.append(args))
+    monkeypatch.setattr(
+        "mobilenet_lab.training.callbacks.update_bn", lambda *args: calls.append(args)
+    )
     overrides = [*TINY, "model.alpha=0.25", "trainer.limit_train_batches=4",
                  "+trainer.val_check_interval=2"]  # fmt: skip
     train(make_cfg("train", overrides, tmp_path / "run"))

@@ -10,9 +10,9 @@ import torch
 from torch import Tensor
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from mobilenet_lab.checks import ConfigError
 from mobilenet_lab.data.batch_transforms import random_crop_flip, resize
 from mobilenet_lab.data.in_memory import InMemoryDataModule
+from mobilenet_lab.runs.errors import ConfigError
 
 # name -> (torchvision class, classes, per-channel mean and std of the training images)
 CIFAR = {

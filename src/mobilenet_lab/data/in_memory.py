@@ -9,9 +9,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from mobilenet_lab.checks import check_positive_int
 from mobilenet_lab.data.batch_transforms import resize
 from mobilenet_lab.data.distributed import unrepeated_sampler
+from mobilenet_lab.runs.errors import check_positive_int
 
 Batch = tuple[Tensor, Tensor]
 SPLITS = ("train", "val", "test")

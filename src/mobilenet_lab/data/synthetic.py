@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mobilenet_lab.checks import check_positive_int
 from mobilenet_lab.data.batch_transforms import resize
 from mobilenet_lab.data.in_memory import InMemoryDataModule
+from mobilenet_lab.runs.errors import check_positive_int
 
 
 class SyntheticDataModule(InMemoryDataModule):

@@ -27,9 +27,9 @@ import h5py
 import numpy as np
 import torch
 
-from mobilenet_lab.checks import ConfigError
 from mobilenet_lab.models.mobilenet_v1 import BLOCKS, MobileNetV1
 from mobilenet_lab.models.ported_tensors import CLASSIFIER_KEYS, load_ported_tensors
+from mobilenet_lab.runs.errors import ConfigError
 
 KERAS_PREFIX = "keras:"
 # How Keras built the network the weights were trained in (MobileNetV1's own defaults differ).

@@ -20,7 +20,7 @@ import math
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mobilenet_lab.checks import check_positive_int, is_number
+from mobilenet_lab.runs.errors import check_positive_int, is_number
 
 # Table 1: (pointwise output channels, depthwise stride) of each depthwise-separable block.
 # The paper prints the 13th depthwise conv as stride 2 on a 7x7 input; every reference

@@ -8,8 +8,8 @@ from collections.abc import Collection
 
 from torch import Tensor
 
-from mobilenet_lab.checks import ConfigError
 from mobilenet_lab.models.mobilenet_v1 import MobileNetV1
+from mobilenet_lab.runs.errors import ConfigError
 
 CLASSIFIER_KEYS = ("classifier.weight", "classifier.bias")
 

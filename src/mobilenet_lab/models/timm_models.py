@@ -10,7 +10,7 @@ from pathlib import Path
 
 from torch import nn
 
-from mobilenet_lab.checks import ConfigError, check_positive_int
+from mobilenet_lab.runs.errors import ConfigError, check_positive_int
 
 # family -> {alpha: timm model name}: the widths timm registers for each family.
 VARIANTS: dict[str, dict[float, str]] = {

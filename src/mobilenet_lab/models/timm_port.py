@@ -12,9 +12,9 @@ from pathlib import Path
 
 from torch import Tensor
 
-from mobilenet_lab.checks import ConfigError, load_tensors
 from mobilenet_lab.models.mobilenet_v1 import MobileNetV1
 from mobilenet_lab.models.ported_tensors import load_ported_tensors
+from mobilenet_lab.runs.errors import ConfigError, load_tensors
 
 TIMM_PREFIX = "timm:"
 TIMM_HINT = "give a timm mobilenetv1_100 state dict, into alpha=1.0 with the same in_chans"

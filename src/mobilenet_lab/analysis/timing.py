@@ -1,9 +1,5 @@
-"""Profiles a model at one input size: parameters, mult-adds and their share by layer type,
-activation size for one image, and measured latency / throughput on the current device.
-
-Mult-adds come from ``torch.utils.flop_counter`` (which counts a multiply-add as 2 FLOPs); the
-layer type of each count is read from the module that ran it.
-"""
+"""Timings on this machine: latency and throughput of a network, the report's cached latency
+of a trained run, and V1's training speed as the machine's own yardstick."""
 
 from __future__ import annotations
 
@@ -11,63 +7,16 @@ import json
 import platform
 import statistics
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from mobilenet_lab.run_files import write_json_atomic
-from mobilenet_lab.tables import print_table, write_csv
-
-LAYER_TYPES = ("stem_3x3", "depthwise_3x3", "pointwise_1x1", "fully_connected")
-
-
-def layer_type(module: nn.Module) -> str | None:
-    """Table 2's layer types: which one a conv or linear layer is (None for other modules)."""
-    if isinstance(module, nn.Linear):
-        return "fully_connected"
-    if not isinstance(module, nn.Conv2d):
-        return None
-    if module.groups > 1 and module.groups == module.in_channels:
-        return "depthwise_3x3"
-    if module.kernel_size == (1, 1):
-        return "pointwise_1x1"
-    return "stem_3x3"
-
-
-def count_by_layer_type(model: nn.Module, image: Tensor) -> dict[str, dict[str, float]]:
-    """Mult-adds, parameters and output elements of one forward pass, per layer type."""
-    macs: dict[str, int] = defaultdict(int)
-    params: dict[str, int] = defaultdict(int)
-    activations: dict[str, int] = defaultdict(int)
-    hooks = []
-    for module in model.modules():
-        kind = layer_type(module)
-        if kind is None:
-            continue
-        params[kind] += sum(p.numel() for p in module.parameters(recurse=False))
-
-        def record(mod: nn.Module, args: Any, output: Tensor, kind: str = kind) -> None:
-            activations[kind] += output[0].numel()  # one image of the batch
-            with FlopCounterMode(display=False) as counter:
-                mod.forward(*args)  # not mod(): that would run this hook again
-            macs[kind] += counter.get_total_flops() // 2 // output.shape[0]
-
-        hooks.append(module.register_forward_hook(record))
-    try:
-        with torch.no_grad():
-            model(image)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return {"mult_adds": dict(macs), "params": dict(params), "activations": dict(activations)}
+from mobilenet_lab.runs.files import write_json_atomic
 
 
 def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int, device: torch.device) -> float:
@@ -115,37 +64,6 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def profile(cfg: DictConfig) -> dict[str, Any]:
-    """One row of the profile table for ``cfg.model`` at ``cfg.data.image_size``."""
-    choices = HydraConfig.get().runtime.choices
-    size = cfg.data.image_size
-    device = torch.device(cfg.device if cfg.device != "auto" else default_device())
-    model = instantiate(cfg.model, num_classes=cfg.num_classes, in_chans=cfg.in_chans).eval()
-    image = torch.randn(1, cfg.in_chans, size, size)
-    counts = count_by_layer_type(model, image)
-    total_macs = sum(counts["mult_adds"].values())
-    layer_params = sum(counts["params"].values())
-    row: dict[str, Any] = {
-        "model": choices.get("model"),
-        "alpha": cfg.model.get("alpha"),
-        "image_size": size,
-        "params": sum(p.numel() for p in model.parameters()),
-        "mult_adds": total_macs,
-        "activations": (activations := sum(counts["activations"].values())),
-        "activation_mib_fp32": activations * 4 / 2**20,
-    }
-    for kind in LAYER_TYPES:
-        row[f"mult_adds_%_{kind}"] = 100 * counts["mult_adds"].get(kind, 0) / total_macs
-    for kind in LAYER_TYPES:
-        row[f"params_%_{kind}"] = 100 * counts["params"].get(kind, 0) / layer_params
-    row.update(measure_speed(model, image, cfg, device))
-    output_dir = Path(cfg.paths.output_dir)
-    write_json_atomic(output_dir / "metrics.json", row)
-    write_csv(output_dir / "profile.csv", [row])
-    print_table([row], cfg.summary_columns, title="profile")
-    return row
-
-
 def measure_speed(
     model: nn.Module,
     image: Tensor,
@@ -172,19 +90,19 @@ def measure_speed(
     return speed
 
 
-SPEED_SETTINGS = Path(__file__).resolve().parents[2] / "conf" / "profile.yaml"
+SPEED_SETTINGS = Path(__file__).resolve().parents[3] / "conf" / "profile.yaml"
 
 
 def cached_latency(run_dir: Path, measured: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Batch-1 latency of a training run's network on this machine, measured as ``profile``
     does (``conf/profile.yaml``'s ``speed`` settings) at the run's input size and classes.
 
-    The network is the one trained (``run_network.trained_network``: from the checkpoint's
+    The network is the one trained (``runs.network.trained_network``: from the checkpoint's
     resolved config); a ConfigError says why when it cannot be known. Kept in the run's
     ``latency.json`` for this machine and network, so a second report does not measure again;
     ``measured`` shares one measurement between runs of the same network.
     """
-    from mobilenet_lab.run_network import trained_network
+    from mobilenet_lab.runs.network import trained_network
 
     described = trained_network(run_dir)
     model, in_chans, size = described["model"], described["in_chans"], described["image_size"]

@@ -13,19 +13,19 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mobilenet_lab.callbacks import RunClock, SaveRunConfig
-from mobilenet_lab.ddp_job import ddp_job
-from mobilenet_lab.loggers import resume_point
 from mobilenet_lab.models import as_trained
-from mobilenet_lab.optimizer import build_optimizer
-from mobilenet_lab.run_config import load_checkpoint
-from mobilenet_lab.run_files import (
+from mobilenet_lab.runs.checkpoint import load_checkpoint
+from mobilenet_lab.runs.files import (
     RUN_CONFIG_KEY,
     print_config_tree,
     scalar_metrics,
     write_json_atomic,
 )
-from mobilenet_lab.trainer import build_trainer, per_device_batch_size
+from mobilenet_lab.training.callbacks import RunClock, SaveRunConfig
+from mobilenet_lab.training.ddp_job import ddp_job
+from mobilenet_lab.training.loggers import resume_point
+from mobilenet_lab.training.optimizer import build_optimizer
+from mobilenet_lab.training.trainer import build_trainer, per_device_batch_size
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -121,7 +121,7 @@ def built_lr(trainer: L.Trainer) -> float | None:
 
 def mult_adds(net: torch.nn.Module, in_chans: int, size: int) -> int:
     """Mult-adds of one image through ``net`` (counted in eval mode, which changes nothing)."""
-    from mobilenet_lab.profiling import count_by_layer_type
+    from mobilenet_lab.analysis.counting import count_by_layer_type
 
     was_training = net.training
     counts = count_by_layer_type(net.eval(), torch.zeros(1, in_chans, size, size))

@@ -17,9 +17,9 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim.swa_utils import update_bn
 
-from mobilenet_lab.checks import check_positive_int
-from mobilenet_lab.loggers import LOGGER_IDS_KEY, logger_ids
-from mobilenet_lab.run_files import RUN_CONFIG_KEY
+from mobilenet_lab.runs.errors import check_positive_int
+from mobilenet_lab.runs.files import RUN_CONFIG_KEY
+from mobilenet_lab.training.loggers import LOGGER_IDS_KEY, logger_ids
 
 
 class SaveRunConfig(L.Callback):

@@ -12,10 +12,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from mobilenet_lab.ddp_job import ddp_job
-from mobilenet_lab.run_config import load_checkpoint, restore_run_config
-from mobilenet_lab.run_files import print_config_tree, scalar_metrics, write_json_atomic
-from mobilenet_lab.trainer import build_trainer
+from mobilenet_lab.runs.checkpoint import checkpoint_weights, load_checkpoint, restore_run_config
+from mobilenet_lab.runs.files import print_config_tree, scalar_metrics, write_json_atomic
+from mobilenet_lab.training.ddp_job import ddp_job
+from mobilenet_lab.training.trainer import build_trainer
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -59,11 +59,3 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
         write_json_atomic(output_dir / "metrics.json", report)
         rich.print(report)
     return report
-
-
-def checkpoint_weights(checkpoint: dict[str, Any], weights: str) -> dict[str, Any]:
-    """``averaged``: the checkpoint's ``state_dict`` (the EMA weights when the run used
-    ``callbacks=ema``, else the trained ones); ``trained``: the weights the optimizer trained."""
-    if weights == "trained":
-        return checkpoint.get("current_model_state") or checkpoint["state_dict"]
-    return checkpoint["state_dict"]

@@ -11,13 +11,27 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mobilenet_lab.checks import ConfigError, load_tensors
 from mobilenet_lab.models.pretrained import as_trained
-from mobilenet_lab.run_files import RUN_CONFIG_KEY
+from mobilenet_lab.runs.errors import ConfigError, load_tensors
+from mobilenet_lab.runs.files import RUN_CONFIG_KEY
 
 RESTORED_GROUPS = ("model", "data", "module")
 EVAL_EXAMPLE = "e.g. ckpt_path=logs/train/runs/<time>/checkpoints/best.ckpt"
 RESUME_EXAMPLE = "e.g. ckpt_path=last"
+
+# Modules whose functions and classes a run's config names (``_target_``, ``config_check``) and
+# that moved when the package was arranged by stage: checkpoints written before then name the
+# old modules; read, they name today's.
+MOVED_MODULES = {
+    "mobilenet_lab.module": "mobilenet_lab.training.module",
+    "mobilenet_lab.trainer": "mobilenet_lab.training.trainer",
+    "mobilenet_lab.callbacks": "mobilenet_lab.training.callbacks",
+    "mobilenet_lab.loggers": "mobilenet_lab.training.loggers",
+    "mobilenet_lab.scheduler": "mobilenet_lab.training.scheduler",
+    "mobilenet_lab.optimizer": "mobilenet_lab.training.optimizer",
+    "mobilenet_lab.startup_checks": "mobilenet_lab.runs.startup_checks",
+    "mobilenet_lab.hydra_callbacks": "mobilenet_lab.runs.hydra_callbacks",
+}
 
 
 def load_checkpoint(ckpt_path: str | None, example: str = EVAL_EXAMPLE) -> dict[str, Any]:
@@ -40,7 +54,23 @@ def load_checkpoint(ckpt_path: str | None, example: str = EVAL_EXAMPLE) -> dict[
             f"ckpt_path={ckpt_path!r} is a PyTorch file but not a checkpoint written by "
             f"src/train.py (it has no run config inside): {example}"
         )
+    run = checkpoint[RUN_CONFIG_KEY]
+    run["config"] = with_moved_modules(run["config"])
     return checkpoint
+
+
+def with_moved_modules(node: Any) -> Any:
+    """``node`` (a config as plain data) with every name of a moved module's function or class
+    (``mobilenet_lab.module.ImageClassifier``) replaced by its name today."""
+    if isinstance(node, dict):
+        return {key: with_moved_modules(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [with_moved_modules(value) for value in node]
+    if isinstance(node, str):
+        module, _, name = node.rpartition(".")
+        if module in MOVED_MODULES:
+            return f"{MOVED_MODULES[module]}.{name}"
+    return node
 
 
 def restore_run_config(
@@ -72,3 +102,11 @@ def restore_run_config(
             if key.startswith(f"{group}."):
                 OmegaConf.update(merged, key, OmegaConf.select(cfg, key), force_add=True)
     return merged, restored_choices
+
+
+def checkpoint_weights(checkpoint: dict[str, Any], weights: str) -> dict[str, Any]:
+    """``averaged``: the checkpoint's ``state_dict`` (the EMA weights when the run used
+    ``callbacks=ema``, else the trained ones); ``trained``: the weights the optimizer trained."""
+    if weights == "trained":
+        return checkpoint.get("current_model_state") or checkpoint["state_dict"]
+    return checkpoint["state_dict"]

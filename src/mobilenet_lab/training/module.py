@@ -15,7 +15,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from mobilenet_lab.failures import TrainingDiverged
+from mobilenet_lab.training.failures import TrainingDiverged
 
 VAL_ACC_BEST_KEY = "val_acc_best"
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]

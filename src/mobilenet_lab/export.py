@@ -4,10 +4,8 @@ and checks the file it wrote against PyTorch before putting it in place."""
 
 from __future__ import annotations
 
-import io
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +15,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from mobilenet_lab.inference import OnnxModel, eval_batches, load_network
-from mobilenet_lab.preprocessing import Preprocessing
-from mobilenet_lab.profiling import median_seconds
-from mobilenet_lab.run_config import load_checkpoint, restore_run_config
-from mobilenet_lab.run_files import write_json_atomic
-from mobilenet_lab.tables import print_table
-
-INPUT_NAME, OUTPUT_NAME = "image", "logits"
+from mobilenet_lab.analysis.tables import print_table
+from mobilenet_lab.analysis.timing import median_seconds
+from mobilenet_lab.deploy.loading import eval_batches, load_network
+from mobilenet_lab.deploy.onnx import INPUT_NAME, OnnxModel, write_onnx
+from mobilenet_lab.deploy.preprocessing import Preprocessing
+from mobilenet_lab.runs.checkpoint import load_checkpoint, restore_run_config
+from mobilenet_lab.runs.files import write_json_atomic
 
 
 def output_paths(ckpt_path: str, output_path: str | None, quantize: str | None) -> list[Path]:
@@ -74,29 +71,6 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     return report
 
 
-def write_onnx(net: nn.Module, prep: Preprocessing, example: Tensor, path: Path) -> None:
-    """TorchScript-based export of the eval-mode network (which folds BatchNorm into the
-    convolutions), batch axis dynamic, the preprocessing as metadata; refuses a graph that
-    still has a BatchNormalization node."""
-    import onnx
-
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy-exporter notice: it needs no onnxscript
-        torch.onnx.export(
-            net.eval(), (example,), buffer, dynamo=False, opset_version=17,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-        )  # fmt: skip
-    model = onnx.load_from_string(buffer.getvalue())
-    left = [node.name for node in model.graph.node if node.op_type == "BatchNormalization"]
-    if left:
-        raise RuntimeError(f"BatchNorm was not folded into the convolutions: {left[:3]}")
-    for key, value in prep.to_metadata().items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save(model, path)
-
-
 def compare(net: nn.Module, onnx_model: OnnxModel, images: Tensor, name: str) -> dict[str, Any]:
     """Max absolute logit difference and top-1 agreement of ONNX Runtime against PyTorch."""
     with torch.inference_mode():
@@ -133,7 +107,7 @@ def quantize(
     cfg: DictConfig, datamodule: Any, net: nn.Module, temporary: list[Path]
 ) -> dict[str, Any]:
     """int8 from the fp32 file; test accuracy of both on the run's test split, their speed."""
-    from mobilenet_lab.quantization import quantize_int8
+    from mobilenet_lab.deploy.quantization import quantize_int8
 
     started = time.time()
     with torch.random.fork_rng():  # the same calibration images every time

@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from mobilenet_lab.checks import ConfigError, exit_on_config_error
+from mobilenet_lab.runs.errors import ConfigError, exit_on_config_error
 
 # Launchers that run the jobs on this machine, whose hardware the jobs will then use.
 LOCAL_LAUNCHERS = frozenset({
@@ -91,7 +91,7 @@ class RunFolder(Callback):
 
     @staticmethod
     def _point_at_resumed_run(config: DictConfig) -> None:
-        from mobilenet_lab.startup_checks import resolve_resume
+        from mobilenet_lab.runs.startup_checks import resolve_resume
 
         checkpoint = resolve_resume(config.ckpt_path, config.paths.log_dir, config.task_name)
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
@@ -195,9 +195,9 @@ class SummariseSweep(Callback):
         self.report_dir = report_dir
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from mobilenet_lab.failures import failures_message
-        from mobilenet_lab.summary import read_runs, summarise_sweep, write_report
-        from mobilenet_lab.tables import print_table
+        from mobilenet_lab.analysis.runs_table import read_runs, summarise_sweep, write_report
+        from mobilenet_lab.analysis.tables import print_table
+        from mobilenet_lab.training.failures import failures_message
 
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = jobs = summarise_sweep(sweep_dir)

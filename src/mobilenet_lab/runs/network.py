@@ -15,9 +15,9 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mobilenet_lab.checks import ConfigError
 from mobilenet_lab.models.pretrained import as_trained
-from mobilenet_lab.run_files import RUN_CONFIG_KEY
+from mobilenet_lab.runs.errors import ConfigError
+from mobilenet_lab.runs.files import RUN_CONFIG_KEY
 
 # The newest weights first: a resumed run's last.ckpt holds its latest segment's config.
 CHECKPOINT_ORDER = ("last.ckpt", "best.ckpt")
@@ -61,7 +61,7 @@ def checkpoint_config(run_dir: Path) -> dict[str, Any] | None:
 
 def _hydra_config(run_dir: Path) -> dict[str, Any]:
     """``model`` and ``data`` of Hydra's saved config, resolved as the run resolved them."""
-    import mobilenet_lab.resolvers  # noqa: F401  (count_classes, abspath: the configs use them)
+    import mobilenet_lab.runs.resolvers  # noqa: F401  (count_classes, abspath: the configs use them)
 
     path = run_dir / ".hydra" / "config.yaml"
     if not path.is_file():

@@ -13,12 +13,12 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from mobilenet_lab.checks import ConfigError
-from mobilenet_lab.pareto import pareto_optimal
-from mobilenet_lab.report_markdown import REPORT_COLUMNS
-from mobilenet_lab.report_markdown import markdown as report_markdown
-from mobilenet_lab.run_files import entry_point
-from mobilenet_lab.tables import write_csv
+from mobilenet_lab.analysis.pareto import pareto_optimal
+from mobilenet_lab.analysis.report_markdown import REPORT_COLUMNS
+from mobilenet_lab.analysis.report_markdown import markdown as report_markdown
+from mobilenet_lab.analysis.tables import write_csv
+from mobilenet_lab.runs.errors import ConfigError
+from mobilenet_lab.runs.files import entry_point
 
 # Overrides shown as columns already, left out of the report's ``varied`` column.
 SHOWN_KEYS = ("model", "model.alpha", "data.image_size", "paths.log_dir")
@@ -47,7 +47,7 @@ def find_runs(folder: Path) -> list[Path]:
 def read_runs(folders: Sequence[Path]) -> list[dict[str, Any]]:
     """One row per run under ``folders``: the flattened ``metrics.json`` plus ``run_dir``,
     ``job`` (the path below the folder given), ``status`` (``incomplete`` without one) and
-    ``entry_point`` (``run_files.entry_point``)."""
+    ``entry_point`` (``runs.files.entry_point``)."""
     rows = []
     for folder in folders:
         if not folder.is_dir():
@@ -96,7 +96,7 @@ def write_report(out_dir: Path, rows: Sequence[dict[str, Any]], title: str) -> l
     machine, cached in the run folder; a ``latency_note`` instead when the network cannot be
     rebuilt), then writes ``report.md``, ``report.csv`` and ``tradeoff.png``, each to a
     temporary name first. Eval runs are left out, and counted in ``report.md``."""
-    from mobilenet_lab.tradeoff_plot import save_tradeoff_plot
+    from mobilenet_lab.analysis.tradeoff_plot import save_tradeoff_plot
 
     latencies: dict[str, dict[str, Any]] = {}
     evals = [row for row in rows if row.get("entry_point") == "eval"]
@@ -116,7 +116,7 @@ def write_report(out_dir: Path, rows: Sequence[dict[str, Any]], title: str) -> l
 def _with_latency(row: dict[str, Any], measured: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The row with its network's latency, or with why there is none (a row, not a traceback:
     the other runs' report is still worth having)."""
-    from mobilenet_lab.profiling import cached_latency
+    from mobilenet_lab.analysis.timing import cached_latency
 
     try:
         return {**row, **cached_latency(Path(row["run_dir"]), measured)}

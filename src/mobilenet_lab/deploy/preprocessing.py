@@ -20,7 +20,7 @@ from PIL import Image
 from torch import Tensor
 
 from mobilenet_lab.data.batch_transforms import resize
-from mobilenet_lab.run_files import RUN_CONFIG_KEY
+from mobilenet_lab.runs.files import RUN_CONFIG_KEY
 
 TIMM_EVAL = "timm_eval"  # image folders
 RESIZE_WHOLE = "resize_whole"  # in-memory sets

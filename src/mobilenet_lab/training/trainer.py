@@ -15,8 +15,8 @@ from lightning.pytorch.plugins import TorchSyncBatchNorm
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from mobilenet_lab.checks import ConfigError
-from mobilenet_lab.loggers import ResumePoint, build_loggers
+from mobilenet_lab.runs.errors import ConfigError
+from mobilenet_lab.training.loggers import ResumePoint, build_loggers
 
 
 def build_trainer(

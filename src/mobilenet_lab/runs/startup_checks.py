@@ -15,16 +15,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from mobilenet_lab.checks import ConfigError, check_positive_int
 from mobilenet_lab.models.pretrained import as_trained
-from mobilenet_lab.run_config import (
+from mobilenet_lab.runs.checkpoint import (
     EVAL_EXAMPLE,
     RESUME_EXAMPLE,
     load_checkpoint,
     restore_run_config,
 )
-from mobilenet_lab.run_files import RUN_CONFIG_KEY, is_training_run
-from mobilenet_lab.trainer import check_trainer_config, per_device_batch_size
+from mobilenet_lab.runs.errors import ConfigError, check_positive_int
+from mobilenet_lab.runs.files import RUN_CONFIG_KEY, is_training_run
+from mobilenet_lab.training.trainer import check_trainer_config, per_device_batch_size
 
 
 def check_train_config(cfg: DictConfig, hardware: bool = True) -> None:
@@ -170,7 +170,7 @@ def check_export_config(cfg: DictConfig, hardware: bool = True) -> None:
 def check_predict_config(cfg: DictConfig, hardware: bool = True) -> None:
     """What ``src/predict.py`` needs: a checkpoint of this kit or an ONNX file it exported, and
     an input that names at least one image file."""
-    from mobilenet_lab.prediction import list_inputs
+    from mobilenet_lab.deploy.inputs import list_inputs
 
     if cfg.weights not in ("averaged", "trained"):
         raise ConfigError(f"weights={cfg.weights!r} is not valid: use averaged or trained")
@@ -182,7 +182,7 @@ def check_predict_config(cfg: DictConfig, hardware: bool = True) -> None:
         raise ConfigError(f"device={cfg.device!r} but this machine has no GPU: use auto or cpu")
     if cfg.ckpt_path and Path(cfg.ckpt_path).suffix.lower() == ".onnx":
         _onnx_installed()
-        from mobilenet_lab.inference import read_onnx_metadata
+        from mobilenet_lab.deploy.onnx import read_onnx_metadata
 
         read_onnx_metadata(cfg.ckpt_path)
     else:

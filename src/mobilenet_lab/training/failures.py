@@ -20,8 +20,8 @@ from hydra.types import RunMode
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
-from mobilenet_lab.checks import ConfigError
-from mobilenet_lab.run_files import write_json_atomic
+from mobilenet_lab.runs.errors import ConfigError
+from mobilenet_lab.runs.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from mobilenet_lab.pareto import ACCURACY, pareto_optimal
+from mobilenet_lab.analysis.pareto import ACCURACY, pareto_optimal
 
 MARKERS = {
     "mobilenet_v1": "o",

@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from mobilenet_lab.tables import format_value
+from mobilenet_lab.analysis.tables import format_value
 
 # What report.md and report.csv show, one row per run, sorted by mult-adds.
 REPORT_COLUMNS = (

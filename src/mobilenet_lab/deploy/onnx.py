@@ -1,0 +1,90 @@
+"""ONNX files of this kit: written from the eval network with the run's preprocessing in their
+metadata, read back and run by ONNX Runtime."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mobilenet_lab.deploy.preprocessing import METADATA_KEY, Preprocessing
+from mobilenet_lab.runs.errors import ConfigError
+
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+
+
+ONNX_EXAMPLE = "e.g. ckpt_path=logs/train/runs/<time>/model.onnx (written by src/export.py)"
+
+
+def write_onnx(net: nn.Module, prep: Preprocessing, example: Tensor, path: Path) -> None:
+    """TorchScript-based export of the eval-mode network (which folds BatchNorm into the
+    convolutions), batch axis dynamic, the preprocessing as metadata; refuses a graph that
+    still has a BatchNormalization node."""
+    import onnx
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy-exporter notice: it needs no onnxscript
+        torch.onnx.export(
+            net.eval(), (example,), buffer, dynamo=False, opset_version=17,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )  # fmt: skip
+    model = onnx.load_from_string(buffer.getvalue())
+    left = [node.name for node in model.graph.node if node.op_type == "BatchNormalization"]
+    if left:
+        raise RuntimeError(f"BatchNorm was not folded into the convolutions: {left[:3]}")
+    for key, value in prep.to_metadata().items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, path)
+
+
+class OnnxModel:
+    """An ONNX file written by ``src/export.py``, run by ONNX Runtime."""
+
+    def __init__(self, path: str, threads: int | None = None) -> None:
+        self.preprocessing = read_onnx_metadata(path)
+        self.session = onnx_session(path, threads)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def logits(self, images: Tensor) -> Tensor:
+        feed = {self.input_name: images.numpy().astype(np.float32, copy=False)}
+        return torch.from_numpy(self.session.run(None, feed)[0])
+
+
+def read_onnx_metadata(path: str) -> Preprocessing:
+    """The preprocessing ``src/export.py`` stored in the file's metadata; refuses other files."""
+    import onnx
+
+    if not Path(path).is_file():
+        raise ConfigError(f"ckpt_path={path!r} does not exist: {ONNX_EXAMPLE}")
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as error:  # protobuf's DecodeError and friends
+        message = f"ckpt_path={path!r} is not a readable ONNX file: {ONNX_EXAMPLE}"
+        raise ConfigError(message) from error
+    metadata = {prop.key: prop.value for prop in model.metadata_props}
+    if METADATA_KEY not in metadata:
+        raise ConfigError(
+            f"ckpt_path={path!r} is an ONNX file without this kit's metadata (class names, "
+            f"image size, mean and std): export it with src/export.py, {ONNX_EXAMPLE}"
+        )
+    return Preprocessing.from_metadata(metadata)
+
+
+def onnx_session(path: str, threads: int | None = None) -> Any:
+    """An ONNX Runtime session on the CPU (and CUDA first when ONNX Runtime has it);
+    ``threads``: its intra-op threads (None: ONNX Runtime's default, one per physical core)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                 if p in ort.get_available_providers()]  # fmt: skip
+    return ort.InferenceSession(path, options, providers=providers)
