@@ -1,6 +1,7 @@
-"""Exports a checkpoint's network to ONNX (BatchNorm folded into the convolutions, dynamic batch
-axis, the run's preprocessing and class names in the metadata), optionally quantized to int8,
-and checks the file it wrote against PyTorch before putting it in place."""
+"""Exports a checkpoint's eval network (BatchNorm folded into the convolutions, the run's
+preprocessing and class names inside the file) to ONNX, ExecuTorch (``.pte``, XNNPACK) or
+LiteRT (``.tflite``), optionally also int8, and checks each file in its own runtime against
+PyTorch on the run's test images before putting it in place."""
 
 from __future__ import annotations
 
@@ -17,23 +18,15 @@ from torch import Tensor, nn
 
 from mobilenet_lab.analysis.tables import print_table
 from mobilenet_lab.analysis.timing import median_seconds
+from mobilenet_lab.deploy.formats import open_file, output_paths, write_file
 from mobilenet_lab.deploy.loading import eval_batches, load_network
-from mobilenet_lab.deploy.onnx import INPUT_NAME, OnnxModel, write_onnx
 from mobilenet_lab.deploy.preprocessing import Preprocessing
 from mobilenet_lab.runs.checkpoint import load_checkpoint, restore_run_config
 from mobilenet_lab.runs.files import write_json_atomic
 
 
-def output_paths(ckpt_path: str, output_path: str | None, quantize: str | None) -> list[Path]:
-    """fp32 file first, then the int8 one: ``<run>/model.onnx`` and ``<run>/model.int8.onnx``
-    beside the run's ``checkpoints/`` folder unless ``output_path`` names the fp32 file."""
-    run_dir = Path(ckpt_path).resolve().parent.parent
-    fp32 = Path(output_path) if output_path else run_dir / "model.onnx"
-    return [fp32, fp32.with_suffix(".int8.onnx")] if quantize else [fp32]
-
-
 def export(cfg: DictConfig) -> dict[str, Any]:
-    """Writes the ONNX file(s), checks them, prints and saves (``metrics.json``) the report."""
+    """Writes the file(s), checks them, prints and saves (``metrics.json``) the report."""
     hydra_cfg = HydraConfig.get()
     checkpoint = load_checkpoint(cfg.ckpt_path)
     cfg, choices = restore_run_config(
@@ -43,21 +36,25 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     net = load_network(cfg, checkpoint, cfg.weights)
     datamodule = instantiate(cfg.data)
     images, _ = next(eval_batches(datamodule, "test", cfg.check_images))
-    paths = output_paths(cfg.ckpt_path, cfg.output_path, cfg.quantize)
-    temporary = [path.with_name(path.name + ".tmp") for path in paths]
+    paths = output_paths(cfg.ckpt_path, cfg.output_path, cfg.quantize, cfg.format)
+    # "model.tmp.pte": the runtimes read a file by its suffix
+    temporary = [path.with_suffix(".tmp" + path.suffix) for path in paths]
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
     try:
-        write_onnx(net, prep, images[:1], temporary[0])
-        report = {"model": choices.get("model"), "alpha": prep.alpha, "image_size": prep.image_size}
-        fp32 = OnnxModel(str(temporary[0]))
+        report = {"model": choices.get("model"), "alpha": prep.alpha,
+                  "image_size": prep.image_size, "format": cfg.format}  # fmt: skip
+        report.update(write_file(cfg.format, net, prep, images[:1], temporary[0]))
+        fp32 = open_file(str(temporary[0]))
         report.update(compare(net, fp32, images, "fp32"))
         if report["fp32/max_abs_diff"] > cfg.max_abs_diff:
             raise RuntimeError(
-                f"ONNX Runtime's logits differ from PyTorch's by {report['fp32/max_abs_diff']:.2e} "
-                f"(> max_abs_diff={cfg.max_abs_diff}): the export is wrong, nothing was written"
+                f"{cfg.format}'s logits differ from PyTorch's by "
+                f"{report['fp32/max_abs_diff']:.2e} (> max_abs_diff={cfg.max_abs_diff}): the "
+                "export is wrong, nothing was written"
             )
-        report.update(speed(net, {"fp32": fp32}, images, cfg.speed))
+        report.update(speed(net, {"fp32": fp32}, images, cfg.speed, cfg.format))
         if cfg.quantize:
-            report.update(quantize(cfg, datamodule, net, temporary))
+            report.update(quantize(cfg, datamodule, net, prep, temporary))
         for tmp, path in zip(temporary, paths, strict=True):
             os.replace(tmp, path)
     finally:
@@ -71,11 +68,12 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     return report
 
 
-def compare(net: nn.Module, onnx_model: OnnxModel, images: Tensor, name: str) -> dict[str, Any]:
-    """Max absolute logit difference and top-1 agreement of ONNX Runtime against PyTorch."""
+def compare(net: nn.Module, exported: Any, images: Tensor, name: str) -> dict[str, Any]:
+    """Max absolute logit difference and top-1 agreement of the file's runtime against
+    PyTorch eval."""
     with torch.inference_mode():
         expected = net(images)
-    got = onnx_model.logits(images)
+    got = exported.logits(images)
     return {
         f"{name}/max_abs_diff": float((got - expected).abs().max()),
         f"{name}/top1_agreement": float((got.argmax(1) == expected.argmax(1)).float().mean()),
@@ -83,13 +81,18 @@ def compare(net: nn.Module, onnx_model: OnnxModel, images: Tensor, name: str) ->
 
 
 def speed(
-    net: nn.Module | None, models: dict[str, OnnxModel], images: Tensor, settings: DictConfig
+    net: nn.Module | None,
+    models: dict[str, Any],
+    images: Tensor,
+    settings: DictConfig,
+    file_format: str = "onnx",
 ) -> dict[str, float]:
     """Batch-1 latency (ms) and batch throughput (images/s) of PyTorch eager (when ``net`` is
-    given) and each ONNX model, measured one after the other in this process."""
+    given) and each exported model, measured one after the other in this process (the
+    batch-1 ExecuTorch and LiteRT files take a batch one image after another)."""
     single = images[:1]
     batch = images[:1].repeat(settings.batch_size, 1, 1, 1)
-    runners = {f"onnx_{name}": model.logits for name, model in models.items()}
+    runners = {f"{file_format}_{name}": model.logits for name, model in models.items()}
     if net is not None:
         runners = {"torch": net, **runners}
     cpu, repeats, warmup = torch.device("cpu"), settings.repeats, settings.warmup
@@ -104,18 +107,23 @@ def speed(
 
 
 def quantize(
-    cfg: DictConfig, datamodule: Any, net: nn.Module, temporary: list[Path]
+    cfg: DictConfig, datamodule: Any, net: nn.Module, prep: Preprocessing, temporary: list[Path]
 ) -> dict[str, Any]:
-    """int8 from the fp32 file; test accuracy of both on the run's test split, their speed."""
-    from mobilenet_lab.deploy.quantization import quantize_int8
-
+    """int8 (ONNX: from the fp32 file; ExecuTorch, LiteRT: PT2E from the network); test
+    accuracy of fp32 and int8 on the run's whole test split, and their speed."""
     started = time.time()
     with torch.random.fork_rng():  # the same calibration images every time
         torch.manual_seed(0)
         calibration = eval_batches(datamodule, "calibration", cfg.calibration_images)
         batches = [images for images, _ in calibration]
-    quantize_int8(temporary[0], temporary[1], INPUT_NAME, iter(batches))
-    models = {"fp32": OnnxModel(str(temporary[0])), "int8": OnnxModel(str(temporary[1]))}
+    if cfg.format == "onnx":
+        from mobilenet_lab.deploy.onnx import INPUT_NAME
+        from mobilenet_lab.deploy.quantization import quantize_int8
+
+        quantize_int8(temporary[0], temporary[1], INPUT_NAME, iter(batches))
+    else:
+        write_file(cfg.format, net, prep, batches[0][:1], temporary[1], batches)
+    models = {"fp32": open_file(str(temporary[0])), "int8": open_file(str(temporary[1]))}
     report: dict[str, Any] = {"int8/quantize_s": round(time.time() - started, 2)}
     correct = dict.fromkeys(models, 0)
     total = 0
@@ -127,6 +135,6 @@ def quantize(
     report["int8/test_images"] = total
     check_images = next(eval_batches(datamodule, "test", cfg.check_images))[0]
     report.update(compare(net, models["int8"], check_images, "int8"))
-    report.update({k: v for k, v in speed(None, models, check_images, cfg.speed).items()
-                   if k.startswith("onnx_int8")})  # fmt: skip
+    int8_speed = speed(None, models, check_images, cfg.speed, cfg.format)
+    report.update({k: v for k, v in int8_speed.items() if k.startswith(f"{cfg.format}_int8")})
     return report

@@ -1,11 +1,11 @@
-"""A trained network ready to score images: from a checkpoint (PyTorch) or an exported ONNX file
-(ONNX Runtime), each with the preprocessing of its run, behind one ``logits(images)`` call."""
+"""A trained network ready to score images: from a checkpoint (PyTorch) or an exported file
+(ONNX, ExecuTorch, LiteRT), each with the preprocessing of its run, behind one ``logits(images)``
+call."""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from mobilenet_lab.deploy.onnx import OnnxModel
+from mobilenet_lab.deploy.formats import format_of, open_file
 from mobilenet_lab.deploy.preprocessing import Preprocessing
 from mobilenet_lab.models.pretrained import as_trained
 from mobilenet_lab.runs.checkpoint import checkpoint_weights, load_checkpoint
@@ -45,9 +45,10 @@ class TorchModel:
 
 
 def open_model(ckpt_path: str, weights: str = "averaged", device: str = "cpu") -> Any:
-    """A ``.onnx`` file -> ``OnnxModel``; anything else is read as a checkpoint."""
-    if Path(ckpt_path).suffix.lower() == ".onnx":
-        return OnnxModel(ckpt_path)
+    """An exported file (``.onnx``, ``.pte``, ``.tflite``) in its runtime; anything else is
+    read as a checkpoint."""
+    if format_of(ckpt_path) is not None:
+        return open_file(ckpt_path)
     return TorchModel(ckpt_path, weights, device)
 
 

@@ -6,6 +6,7 @@ and what would be valid; the Hydra callback in ``hydra_callbacks`` turns it into
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
+from mobilenet_lab.deploy.formats import (
+    SUFFIXES,
+    check_format,
+    format_of,
+    output_paths,
+    read_metadata,
+)
 from mobilenet_lab.models.pretrained import as_trained
 from mobilenet_lab.runs.checkpoint import (
     EVAL_EXAMPLE,
@@ -148,9 +156,10 @@ def _config_error_in(error: BaseException | None) -> ConfigError | None:
 
 
 def check_export_config(cfg: DictConfig, hardware: bool = True) -> None:
-    """What ``src/export.py`` needs: a checkpoint of this kit, a known quantization, ONNX
-    installed, and the run's config still valid (its data set gives the check images). Export
-    runs on the CPU, so ``hardware`` has nothing to check."""
+    """What ``src/export.py`` needs: a checkpoint of this kit, a known format with its
+    packages installed, a known quantization, a folder it can write, and the run's config
+    still valid (its data set gives the check images). Export runs on the CPU, so
+    ``hardware`` has nothing to check."""
     if cfg.weights not in ("averaged", "trained"):
         raise ConfigError(f"weights={cfg.weights!r} is not valid: use averaged or trained")
     if cfg.quantize is not None and cfg.quantize != "int8":
@@ -159,8 +168,16 @@ def check_export_config(cfg: DictConfig, hardware: bool = True) -> None:
         )
     for key in ("calibration_images", "check_images"):
         _positive_int(cfg, key)
-    _onnx_installed()
+    check_format(cfg.format)
+    suffix = SUFFIXES[cfg.format]
+    if cfg.output_path and Path(cfg.output_path).suffix.lower() != suffix:
+        raise ConfigError(
+            f"output_path={cfg.output_path!r} does not end in {suffix}, as format={cfg.format} "
+            f"files do: e.g. output_path=model{suffix}"
+        )
     checkpoint = load_checkpoint(cfg.ckpt_path)
+    where = output_paths(cfg.ckpt_path, cfg.output_path, cfg.quantize, cfg.format)[0].parent
+    _writable_folder(where, f"output_path={cfg.output_path}" if cfg.output_path else "export")
     merged, _ = restore_run_config(
         cfg, checkpoint, cfg.hydra.overrides.task, dict(cfg.hydra.runtime.choices)
     )
@@ -168,8 +185,8 @@ def check_export_config(cfg: DictConfig, hardware: bool = True) -> None:
 
 
 def check_predict_config(cfg: DictConfig, hardware: bool = True) -> None:
-    """What ``src/predict.py`` needs: a checkpoint of this kit or an ONNX file it exported, and
-    an input that names at least one image file."""
+    """What ``src/predict.py`` needs: a checkpoint of this kit or a file it exported (ONNX,
+    ExecuTorch, LiteRT), and an input that names at least one image file."""
     from mobilenet_lab.deploy.inputs import list_inputs
 
     if cfg.weights not in ("averaged", "trained"):
@@ -180,17 +197,17 @@ def check_predict_config(cfg: DictConfig, hardware: bool = True) -> None:
         raise ConfigError(f"device={cfg.device!r} is not valid: use auto, cpu or cuda[:N]")
     if hardware and str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={cfg.device!r} but this machine has no GPU: use auto or cpu")
-    if cfg.ckpt_path and Path(cfg.ckpt_path).suffix.lower() == ".onnx":
-        _onnx_installed()
-        from mobilenet_lab.deploy.onnx import read_onnx_metadata
-
-        read_onnx_metadata(cfg.ckpt_path)
+    if cfg.ckpt_path and format_of(cfg.ckpt_path) is not None:
+        read_metadata(cfg.ckpt_path)
     else:
         load_checkpoint(cfg.ckpt_path, example=PREDICT_EXAMPLE)
     list_inputs(cfg.input)
 
 
-PREDICT_EXAMPLE = "e.g. ckpt_path=logs/train/runs/<time>/checkpoints/best.ckpt or .../model.onnx"
+PREDICT_EXAMPLE = (
+    "e.g. ckpt_path=logs/train/runs/<time>/checkpoints/best.ckpt or .../model.onnx, "
+    ".../model.pte, .../model.tflite"
+)
 
 
 def _positive_int(cfg: DictConfig, key: str) -> None:
@@ -200,11 +217,12 @@ def _positive_int(cfg: DictConfig, key: str) -> None:
         raise ConfigError(str(error)) from error
 
 
-def _onnx_installed() -> None:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError as error:
+def _writable_folder(folder: Path, key: str) -> None:
+    """The nearest existing folder of ``folder`` must be writable: an export must not fail
+    after its minutes of lowering, nor leave half a file."""
+    existing = next(p for p in [folder, *folder.parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(
-            f"{error.name} is not installed: pip install -e '.[export]' (onnx, onnxruntime)"
-        ) from error
+            f"{key}: {folder} cannot be written ({existing} is not a writable folder): give an "
+            "output_path in a folder you can write"
+        )

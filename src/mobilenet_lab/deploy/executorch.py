@@ -1,0 +1,133 @@
+"""ExecuTorch files (``.pte``) of this kit: the eval network (BatchNorm folded by XNNPACK into
+the convolution before it) ``torch.export``ed at batch 1 and lowered to the XNNPACK delegate,
+fp32 or int8 (PT2E with XNNPACK's quantizer), the run's preprocessing inside the file as a
+constant method; run by ExecuTorch's Python runtime.
+
+ExecuTorch reads a channels-last input as if it were contiguous, silently (its tracker, 2026):
+the network is exported and fed in the contiguous layout whatever the run trained in."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mobilenet_lab.deploy.preprocessing import Preprocessing
+from mobilenet_lab.runs.errors import ConfigError
+
+# torchao, imported with ExecuTorch, warns through torch's logger of a deprecation inside torch.
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+
+METADATA_METHOD = "mobilenet_lab_metadata"  # returns the preprocessing as UTF-8 JSON bytes
+PTE_EXAMPLE = "e.g. ckpt_path=logs/train/runs/<time>/model.pte (written by src/export.py)"
+
+
+def write_pte(
+    net: nn.Module, prep: Preprocessing, example: Tensor, path: Path, calibration: Any = None
+) -> dict[str, Any]:
+    """Writes the file (int8 when ``calibration`` batches are given); returns what XNNPACK
+    took: operators before lowering, delegate calls after, and the operators left outside."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    net = net.eval().to(memory_format=torch.contiguous_format)
+    example = example[:1].contiguous()
+    program: nn.Module = net
+    if calibration is not None:
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
+
+        from mobilenet_lab.deploy.pt2e import pt2e_int8
+
+        quantizer = XNNPACKQuantizer().set_global(
+            get_symmetric_quantization_config(is_per_channel=True)
+        )
+        program = pt2e_int8(net, example, quantizer, calibration)
+    exported = torch.export.export(program, (example,))
+    metadata = json.dumps(prep.to_metadata()).encode()
+    edge = to_edge_transform_and_lower(
+        exported,
+        partitioner=[XnnpackPartitioner()],
+        constant_methods={METADATA_METHOD: torch.tensor(list(metadata), dtype=torch.uint8)},
+    )
+    report = delegation(exported, edge.exported_program())
+    path.write_bytes(edge.to_executorch().buffer)
+    return report
+
+
+def delegation(exported: Any, lowered: Any) -> dict[str, Any]:
+    """Convolutions (depthwise among them) before lowering; XNNPACK delegate calls and the
+    operators XNNPACK did not take after it."""
+    before = [n for n in exported.graph.nodes if n.op == "call_function"]
+    convs = [n for n in before if "conv" in str(n.target)]
+    depthwise = [n for n in convs if _is_depthwise(n)]
+    after = Counter(
+        str(n.target).split(".")[-1] if "delegate" not in str(n.target) else "delegate"
+        for n in lowered.graph.nodes
+        if n.op == "call_function" and "getitem" not in str(n.target)
+    )
+    return {
+        "executorch/convolutions": len(convs),
+        "executorch/depthwise_convolutions": len(depthwise),
+        "executorch/delegate_calls": after.pop("delegate", 0),
+        "executorch/not_delegated": dict(after),
+    }
+
+
+def _is_depthwise(conv: Any) -> bool:
+    """One input channel per filter, more than one channel: read from the traced shapes."""
+    channels = conv.args[0].meta["val"].shape[1]
+    return conv.args[1].meta["val"].shape[1] == 1 and channels > 1
+
+
+def read_pte_metadata(path: str) -> Preprocessing:
+    """The preprocessing ``src/export.py`` stored in the file; refuses other files."""
+    from executorch.runtime import Runtime
+
+    if not Path(path).is_file():
+        raise ConfigError(f"ckpt_path={path!r} does not exist: {PTE_EXAMPLE}")
+    with open(path, "rb") as file:
+        header = file.read(8)
+    try:
+        if header[4:6] != b"ET":  # the flatbuffer's identifier, ET12 today
+            raise ValueError(f"identifier {header[4:8]!r}")
+        program = Runtime.get().load_program(path)
+    except Exception as error:  # the runtime's own RuntimeError / ValueError
+        message = f"ckpt_path={path!r} is not a readable ExecuTorch file: {PTE_EXAMPLE}"
+        raise ConfigError(message) from error
+    if METADATA_METHOD not in program.method_names:
+        raise ConfigError(
+            f"ckpt_path={path!r} is an ExecuTorch file without this kit's metadata (class "
+            f"names, image size, mean and std): export it with src/export.py, {PTE_EXAMPLE}"
+        )
+    (data,) = program.load_method(METADATA_METHOD).execute([])
+    return Preprocessing.from_metadata(json.loads(bytes(data.tolist())))
+
+
+class PteModel:
+    """A ``.pte`` file written by ``src/export.py``, run by ExecuTorch's runtime (XNNPACK)."""
+
+    def __init__(self, path: str) -> None:
+        from executorch.runtime import Runtime
+
+        self.preprocessing = read_pte_metadata(path)
+        self.method = Runtime.get().load_program(path).load_method("forward")
+
+    def logits(self, images: Tensor) -> Tensor:
+        """One image at a time (the file's batch), in the contiguous layout it was exported in."""
+        rows = [self.method.execute([image.contiguous()])[0] for image in images.split(1)]
+        return torch.cat(rows).float()
+
+
+def set_threads(threads: int) -> None:
+    """ExecuTorch's XNNPACK thread pool size (one pool for the process)."""
+    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+    _unsafe_reset_threadpool(threads)
