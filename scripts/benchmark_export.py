@@ -1,11 +1,15 @@
-"""Measures issue #9's targets for ONNX export, int8 quantization and predict.py.
+"""Measures the exports side by side: every runtime's latency against the machine's limit.
 
     python scripts/benchmark_export.py [--ckpt <digits run>/checkpoints/best.ckpt] [--repeats 20]
 
-1. Speed, MobileNet V1 alpha 1.0 at 224 px (ImageNet shape, 1,000 classes, untrained weights:
-   speed does not depend on them): PyTorch eager, ONNX Runtime fp32 and int8 (calibrated on 32
-   random images), measured one after the other in this process; batch-1 latency and batch
-   throughput, and the ratios the targets name (fp32 / eager <= 0.6, int8 / fp32 <= 0.8).
+1. One table, measured one after the other in this process, for MobileNet V1 alpha 1.0 at
+   224 px (ImageNet shape, 1,000 classes, untrained: speed does not depend on the weights) and
+   the run's network at its size (``--ckpt``; without it the default run's network, V1 0.75
+   at 40 px, untrained), batch 1, at 1 thread and at all threads: PyTorch eager, ONNX Runtime,
+   ExecuTorch (XNNPACK) and LiteRT, fp32 and int8 (calibrated on 32 random images): latency,
+   multiply-adds per second achieved, and that as a fraction of a 2048 x 2048 matrix product
+   at the same thread count (fp32; int8 through ``torch._int_mm`` where the CPU has VNNI).
+   Issue 20's target: ExecuTorch fp32 latency <= ONNX Runtime fp32 x 1.2 at 1 thread.
 2. With ``--ckpt`` (a digits run): the user's commands end to end in fresh processes.
    ``eval.py`` test accuracy; ``export.py quantize=int8`` fp32 vs int8 test accuracy; the
    test split written as PNG files, ``predict.py`` on them from the ``.ckpt`` and from the
@@ -23,33 +27,79 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import argparse
 import csv
 import json
+import os
 import subprocess
 import tempfile
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
+from torch import nn
 
-from mobilenet_lab.deploy.onnx import INPUT_NAME, OnnxModel, write_onnx
+from mobilenet_lab.analysis.counting import count_by_layer_type
+from mobilenet_lab.analysis.runtime_speed import (
+    RUNTIMES,
+    export_all,
+    has_vnni,
+    latencies,
+    matmul_macs_per_second,
+    table_rows,
+)
+from mobilenet_lab.analysis.tables import print_table
+from mobilenet_lab.analysis.timing import training_images_per_second
+from mobilenet_lab.deploy.loading import TorchModel
 from mobilenet_lab.deploy.preprocessing import RESIZE_WHOLE, Preprocessing
-from mobilenet_lab.deploy.quantization import quantize_int8
-from mobilenet_lab.export import speed
 from mobilenet_lab.models import build_mobilenet_v1
+
+COLUMNS = ["network", "threads", "runtime", "latency_ms", "gmacs_per_s", "of_fp32_limit",
+           "of_int8_limit"]  # fmt: skip
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def speed_at_224(folder: Path, repeats: int, batch_size: int, threads: int) -> dict[str, float]:
-    net = build_mobilenet_v1(num_classes=1000, in_chans=3, alpha=1.0).eval()
-    prep = Preprocessing(RESIZE_WHOLE, 224, 3, (0.5,) * 3, (0.25,) * 3, None, alpha=1.0)
-    images = torch.randn(32, 3, 224, 224)
-    fp32, int8 = folder / "v1_224.onnx", folder / "v1_224.int8.onnx"
-    write_onnx(net, prep, images[:1], fp32)
-    quantize_int8(fp32, int8, INPUT_NAME, iter(images.split(8)))
-    models = {"fp32": OnnxModel(str(fp32), threads), "int8": OnnxModel(str(int8), threads)}
-    settings = OmegaConf.create({"batch_size": batch_size, "repeats": repeats, "warmup": 3})
-    return speed(net, models, images, settings)
+def networks(ckpt: str | None, quick: bool) -> list[tuple[str, nn.Module, Preprocessing]]:
+    """(name, eval network, preprocessing) of each network the table times."""
+    nets = []
+    if not quick:
+        net = build_mobilenet_v1(num_classes=1000, in_chans=3, alpha=1.0).eval()
+        prep = Preprocessing(RESIZE_WHOLE, 224, 3, (0.5,) * 3, (0.25,) * 3, None, alpha=1.0)
+        nets.append(("V1 1.0 @224", net, prep))
+    if ckpt:
+        model = TorchModel(ckpt, "averaged", "cpu")
+        prep = model.preprocessing
+        nets.append((f"run: V1 {prep.alpha} @{prep.image_size}", model.net, prep))
+    else:
+        net = build_mobilenet_v1(num_classes=10, in_chans=1, alpha=0.75).eval()
+        prep = Preprocessing(RESIZE_WHOLE, 40, 1, (0.5,), (0.25,), None, alpha=0.75)
+        nets.append(("default: V1 0.75 @40", net, prep))
+    return nets
+
+
+def runtime_table(
+    ckpt: str | None, quick: bool, repeats: int, folder: Path, runtimes: tuple[str, ...]
+) -> list[dict]:
+    all_threads = len(os.sched_getaffinity(0))
+    thread_counts = sorted({1, all_threads})
+    limits = {t: {"fp32": matmul_macs_per_second(t),
+                  "int8": matmul_macs_per_second(t, int8=True) if has_vnni() else None}
+              for t in thread_counts}  # fmt: skip
+    rows = []
+    for name, net, prep in networks(ckpt, quick):
+        size = prep.image_size
+        image = torch.randn(1, prep.in_chans, size, size)
+        mult_adds = sum(count_by_layer_type(net, image)["mult_adds"].values())
+        calibration = list(torch.randn(32, prep.in_chans, size, size).split(8))
+        out = folder / name.replace(" ", "_").replace(":", "").replace("@", "")
+        out.mkdir()
+        files = export_all(net, prep, image, out, calibration, runtimes)
+        for threads in thread_counts:
+            measured = latencies(net, files, image, threads, repeats)
+            rows += table_rows(name, mult_adds, measured, threads, limits[threads])
+    for threads in thread_counts:
+        limit = limits[threads]
+        int8 = f", int8 {limit['int8'] / 1e9:.1f}" if limit["int8"] else " (no VNNI: no int8 limit)"
+        print(f"limit at {threads} thread(s): fp32 {limit['fp32'] / 1e9:.1f} GMAC/s{int8}")
+    return rows
 
 
 def run(*args: str) -> None:
@@ -118,30 +168,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", help="a digits run's checkpoint for the end-to-end figures")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per measurement")
-    parser.add_argument("--batch-size", type=int, default=32, help="for the throughput")
-    parser.add_argument("--threads", type=int, default=0, help="0: each library's default")
+    parser.add_argument("--quick", action="store_true", help="the run's network only, not 224 px")
     parser.add_argument("--skip-speed", action="store_true", help="only the --ckpt figures")
+    parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"threads: torch {torch.get_num_threads()}, ONNX Runtime {args.threads or 'default'}")
+    print(f"V1 (alpha 1.0, 32 px, batch 128) trains at {training_images_per_second(3):.0f} "
+          "images/s on this machine")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        results: dict[str, float] = {}
         if not args.skip_speed:
-            results = speed_at_224(Path(tmp), args.repeats, args.batch_size, args.threads)
-            eager = results["torch/latency_ms_batch_1"]
-            fp32 = results["onnx_fp32/latency_ms_batch_1"]
-            int8 = results["onnx_int8/latency_ms_batch_1"]
-            results["onnx_fp32_over_eager"] = fp32 / eager
-            results["onnx_int8_over_fp32"] = int8 / fp32
+            runtimes = tuple(args.runtimes.split(","))
+            rows = runtime_table(args.ckpt, args.quick, args.repeats, Path(tmp), runtimes)
+            print_table(rows, COLUMNS, title="batch-1 latency against the machine's limit (x86)")
+            for name in dict.fromkeys(row["network"] for row in rows):
+                at_1 = {r["runtime"]: r["latency_ms"] for r in rows
+                        if r["network"] == name and r["threads"] == 1}  # fmt: skip
+                if not {"executorch_fp32", "onnx_fp32"} <= at_1.keys():
+                    continue
+                ratio = at_1["executorch_fp32"] / at_1["onnx_fp32"]
+                print(f"{name}: ExecuTorch fp32 / ONNX Runtime fp32 at 1 thread = {ratio:.2f} "
+                      "(target <= 1.2)")  # fmt: skip
         if args.ckpt:
-            results.update(digits_end_to_end(args.ckpt, Path(tmp) / "digits"))
-    width = max(map(len, results))
-    for key, value in results.items():
-        shown = f"{value:.4g}" if isinstance(value, float) else value
-        print(f"{key:<{width}}  {shown}")
-    print("targets: onnx_fp32_over_eager <= 0.6, onnx_int8_over_fp32 <= 0.8, int8 within 1 point,")
-    print("predict within one image of eval, ckpt/onnx top-1 agreement >= 0.995")
+            results = digits_end_to_end(args.ckpt, Path(tmp) / "digits")
+            width = max(map(len, results))
+            for key, value in results.items():
+                shown = f"{value:.4g}" if isinstance(value, float) else value
+                print(f"{key:<{width}}  {shown}")
+            print("targets: int8 within 1 point, predict within one image of eval, ckpt/onnx "
+                  "top-1 agreement >= 0.995")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -35,7 +35,10 @@ SCRIPTS = {"scripts/report.py", "scripts/benchmark_train.py", "scripts/benchmark
 # More processes, GPUs or machines than a test has: composed, not run.
 COMPOSE_ONLY = {"trainer=gpu", "trainer=ddp", "trainer=ddp_cpu", "hydra/launcher=slurm"}
 # Smaller settings of a script's own options, appended (argparse: the last one wins).
-CHEAP_SCRIPT_ARGS = {"scripts/benchmark_export.py": ["--repeats", "1", "--batch-size", "2"]}
+# (the phone runtimes' exports are tested in tests/test_phone_export.py)
+CHEAP_SCRIPT_ARGS = {
+    "scripts/benchmark_export.py": ["--quick", "--repeats", "1", "--runtimes", "torch,onnx_fp32"]
+}
 # Run, in a smoke mode, by tests/test_scripts.py.
 SMOKE_TESTED = {"scripts/benchmark_train.py", "scripts/benchmark_data.py"}
 # Recipes made for GPUs run here on the CPU preset.
