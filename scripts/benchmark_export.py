@@ -15,6 +15,8 @@
    test split written as PNG files, ``predict.py`` on them from the ``.ckpt`` and from the
    ``.onnx``: accuracy against eval.py's (target: within one image) and top-1 agreement
    (target >= 99.5%).
+3. With ``--parity``: fp32 parity of the ExecuTorch and LiteRT files of V1 1.0 and 0.25 and
+   timm's V2 and V3-small at 224 px against PyTorch eval.
 """
 
 from __future__ import annotations
@@ -47,10 +49,13 @@ from mobilenet_lab.analysis.runtime_speed import (
 )
 from mobilenet_lab.analysis.tables import print_table
 from mobilenet_lab.analysis.timing import training_images_per_second
+from mobilenet_lab.deploy.formats import open_file, write_file
 from mobilenet_lab.deploy.loading import TorchModel
 from mobilenet_lab.deploy.preprocessing import RESIZE_WHOLE, Preprocessing
 from mobilenet_lab.models import build_mobilenet_v1
 
+PARITY_COLUMNS = ["network", "format", "max_abs_diff", "logit_scale", "top1_agreement",
+                  "not_delegated"]  # fmt: skip
 COLUMNS = ["network", "threads", "runtime", "latency_ms", "gmacs_per_s", "of_fp32_limit",
            "of_int8_limit"]  # fmt: skip
 
@@ -99,6 +104,38 @@ def runtime_table(
         limit = limits[threads]
         int8 = f", int8 {limit['int8'] / 1e9:.1f}" if limit["int8"] else " (no VNNI: no int8 limit)"
         print(f"limit at {threads} thread(s): fp32 {limit['fp32'] / 1e9:.1f} GMAC/s{int8}")
+    return rows
+
+
+def parity_rows(folder: Path) -> list[dict]:
+    """fp32 parity of each phone format against PyTorch eval at 224 px (1,000 classes, random
+    weights and BatchNorm statistics): V1 1.0 and 0.25, timm's V2 and V3-small."""
+    import timm
+
+    torch.manual_seed(0)
+    nets = {"V1 1.0": build_mobilenet_v1(num_classes=1000, in_chans=3, alpha=1.0),
+            "V1 0.25": build_mobilenet_v1(num_classes=1000, in_chans=3, alpha=0.25),
+            "V2 1.0 (timm)": timm.create_model("mobilenetv2_100"),
+            "V3-small 1.0 (timm)": timm.create_model("mobilenetv3_small_100")}  # fmt: skip
+    prep = Preprocessing(RESIZE_WHOLE, 224, 3, (0.5,) * 3, (0.25,) * 3, None, alpha=1.0)
+    images = torch.randn(8, 3, 224, 224)
+    rows = []
+    for name, net in nets.items():
+        for norm in (m for m in net.modules() if isinstance(m, nn.BatchNorm2d)):
+            norm.running_mean.uniform_(-0.2, 0.2)
+            norm.running_var.uniform_(0.5, 2.0)
+        with torch.no_grad():
+            expected = net.eval()(images)
+        for file_format, suffix in (("executorch", ".pte"), ("tflite", ".tflite")):
+            path = folder / f"parity_{len(rows)}{suffix}"
+            report = write_file(file_format, net, prep, images[:1], path)
+            got = open_file(str(path)).logits(images)
+            agreement = float((got.argmax(1) == expected.argmax(1)).float().mean())
+            rows.append({"network": name, "format": file_format,
+                         "max_abs_diff": float((got - expected).abs().max()),
+                         "logit_scale": float(expected.abs().max()),
+                         "top1_agreement": agreement,
+                         "not_delegated": report.get("executorch/not_delegated", "-")})  # fmt: skip
     return rows
 
 
@@ -171,6 +208,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the run's network only, not 224 px")
     parser.add_argument("--skip-speed", action="store_true", help="only the --ckpt figures")
     parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated")
+    parser.add_argument("--parity", action="store_true", help="fp32 parity of V1, V2, V3 files")
     args = parser.parse_args()
     print(f"V1 (alpha 1.0, 32 px, batch 128) trains at {training_images_per_second(3):.0f} "
           "images/s on this machine")  # fmt: skip
@@ -187,6 +225,8 @@ def main() -> None:
                 ratio = at_1["executorch_fp32"] / at_1["onnx_fp32"]
                 print(f"{name}: ExecuTorch fp32 / ONNX Runtime fp32 at 1 thread = {ratio:.2f} "
                       "(target <= 1.2)")  # fmt: skip
+        if args.parity:
+            print_table(parity_rows(Path(tmp)), PARITY_COLUMNS, title="fp32 parity, 224 px")
         if args.ckpt:
             results = digits_end_to_end(args.ckpt, Path(tmp) / "digits")
             width = max(map(len, results))

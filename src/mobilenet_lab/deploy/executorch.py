@@ -69,7 +69,7 @@ def delegation(exported: Any, lowered: Any) -> dict[str, Any]:
     convs = [n for n in before if "conv" in str(n.target)]
     depthwise = [n for n in convs if _is_depthwise(n)]
     after = Counter(
-        str(n.target).split(".")[-1] if "delegate" not in str(n.target) else "delegate"
+        "delegate" if "delegate" in str(n.target) else getattr(n.target, "__name__", str(n.target))
         for n in lowered.graph.nodes
         if n.op == "call_function" and "getitem" not in str(n.target)
     )
