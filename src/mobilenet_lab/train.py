@@ -101,6 +101,11 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         "first_step_at": clock.first_step_time,
         "overrides": list(HydraConfig.get().overrides.task),
     }
+    teacher = (cfg.module.get("distill") or {}).get("teacher")
+    if teacher:  # which teacher taught this run, by path and content
+        from mobilenet_lab.training.distillation import fingerprint
+
+        report["teacher"] = {"path": str(Path(teacher).resolve()), "sha256": fingerprint(teacher)}
     if trainer.is_global_zero:
         write_json_atomic(output_dir / "metrics.json", report)
     return report

@@ -32,6 +32,7 @@ from mobilenet_lab.runs.checkpoint import (
 )
 from mobilenet_lab.runs.errors import ConfigError, check_positive_int
 from mobilenet_lab.runs.files import RUN_CONFIG_KEY, is_training_run
+from mobilenet_lab.training.distillation import check_distill
 from mobilenet_lab.training.trainer import check_trainer_config, per_device_batch_size
 
 
@@ -41,6 +42,7 @@ def check_train_config(cfg: DictConfig, hardware: bool = True) -> None:
     check_trainer_config(cfg.trainer, hardware)
     per_device_batch_size(cfg)
     check_model_and_data(cfg)
+    check_distill(cfg.module.get("distill"), cfg.model.num_classes, cfg.model.in_chans)
     if cfg.get("ckpt_path"):
         check_resumable(cfg, load_checkpoint(cfg.ckpt_path, example=RESUME_EXAMPLE))
 

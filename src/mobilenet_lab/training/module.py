@@ -43,6 +43,7 @@ class ImageClassifier(L.LightningModule):
         no_weight_decay: Sequence[str] = ("norm", "bias", "depthwise"),
         mixup: dict | None = None,
         compile: bool = False,
+        distill: dict | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
@@ -64,6 +65,15 @@ class ImageClassifier(L.LightningModule):
         self.test_metrics = collection.clone(prefix="test/")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
+        self._teacher: tuple = ()  # a tuple: not a registered child (training/distillation.py)
+
+    def setup(self, stage: str) -> None:
+        """The teacher is loaded for fitting only: eval, export and predict never need it."""
+        distill = self.hparams.distill
+        if stage == "fit" and distill and distill.get("teacher") and not self._teacher:
+            from mobilenet_lab.training.distillation import Teacher
+
+            self._teacher = (Teacher(distill["teacher"]),)
 
     def configure_model(self) -> None:
         """``compile=true``: torch.compile the network in place (its parameter names and
@@ -96,6 +106,14 @@ class ImageClassifier(L.LightningModule):
             logits = self(images)
             loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
         training = split == "train"
+        if training and self._teacher:
+            from mobilenet_lab.training.distillation import distillation_loss
+
+            distill = self.hparams.distill
+            weight = distill.get("weight", 0.5)
+            soft = distillation_loss(logits, self._teacher[0].logits(images),
+                                     distill.get("temperature", 4.0))  # fmt: skip
+            loss = soft if weight == 1 else (1 - weight) * loss + weight * soft
         if training and not torch.isfinite(loss):
             self._diverged(loss)
         metrics: MetricCollection = getattr(self, f"{split}_metrics")
