@@ -105,7 +105,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     if teacher:  # which teacher taught this run, by path and content
         from mobilenet_lab.training.distillation import fingerprint
 
-        report["teacher"] = {"path": str(Path(teacher).resolve()), "sha256": fingerprint(teacher)}
+        report["teacher"] = str(Path(teacher).resolve())  # flat: a column of the runs table
+        report["teacher_sha256"] = fingerprint(teacher)
     if trainer.is_global_zero:
         write_json_atomic(output_dir / "metrics.json", report)
     return report
