@@ -170,9 +170,10 @@ def covered_elsewhere(words: list[str]) -> bool:
     if words[0] == "python" and words[1] in SMOKE_TESTED:
         assert f'"{words[1]}"' in (ROOT / "tests" / "test_scripts.py").read_text()
         return True
-    if words[0] in ("pip", "pytest"):
-        ci = (ROOT / ".ci" / "run").read_text()
-        assert line.replace("'", '"') in ci or words[0] == "pytest", f"{line} is not in .ci/run"
+    if words[0] == "pip":
+        assert line.replace("'", '"') in (ROOT / ".ci" / "run").read_text(), line
+        return True
+    if words[0] == "pytest":  # this suite itself, or a part of it
         return True
     if words[0] == "pre-commit":
         assert "ruff" in (ROOT / ".pre-commit-config.yaml").read_text()

@@ -89,6 +89,11 @@ def _is_depthwise(conv: Any) -> bool:
 
 def read_pte_metadata(path: str) -> Preprocessing:
     """The preprocessing ``src/export.py`` stored in the file; refuses other files."""
+    return _metadata(path, load_program(path))
+
+
+def load_program(path: str) -> Any:
+    """The file as ExecuTorch's runtime loads it; a ConfigError for what is not a program."""
     from executorch.runtime import Runtime
 
     if not Path(path).is_file():
@@ -102,6 +107,10 @@ def read_pte_metadata(path: str) -> Preprocessing:
     except Exception as error:  # the runtime's own RuntimeError / ValueError
         message = f"ckpt_path={path!r} is not a readable ExecuTorch file: {PTE_EXAMPLE}"
         raise ConfigError(message) from error
+    return program
+
+
+def _metadata(path: str, program: Any) -> Preprocessing:
     if METADATA_METHOD not in program.method_names:
         raise ConfigError(
             f"ckpt_path={path!r} is an ExecuTorch file without this kit's metadata (class "
@@ -115,10 +124,9 @@ class PteModel:
     """A ``.pte`` file written by ``src/export.py``, run by ExecuTorch's runtime (XNNPACK)."""
 
     def __init__(self, path: str) -> None:
-        from executorch.runtime import Runtime
-
-        self.preprocessing = read_pte_metadata(path)
-        self.method = Runtime.get().load_program(path).load_method("forward")
+        program = load_program(path)  # once: its metadata and its forward method
+        self.preprocessing = _metadata(path, program)
+        self.method = program.load_method("forward")
 
     def logits(self, images: Tensor) -> Tensor:
         """One image at a time (the file's batch), in the contiguous layout it was exported in."""

@@ -15,6 +15,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from mobilenet_lab.training.distillation import distillation_loss
 from mobilenet_lab.training.failures import TrainingDiverged
 
 VAL_ACC_BEST_KEY = "val_acc_best"
@@ -107,8 +108,6 @@ class ImageClassifier(L.LightningModule):
             loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
         training = split == "train"
         if training and self._teacher:
-            from mobilenet_lab.training.distillation import distillation_loss
-
             distill = self.hparams.distill
             weight = distill.get("weight", 0.5)
             soft = distillation_loss(logits, self._teacher[0].logits(images),
