@@ -141,15 +141,19 @@ def csv_val_acc(run_dir: Path) -> list[float]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [[], ["callbacks=ema"]], ids=["plain", "ema"])
+@pytest.mark.parametrize("extra", [[], ["callbacks=ema"], ["callbacks=ema", "distill"]],
+                         ids=["plain", "ema", "ema_distilled"])  # fmt: skip
 def test_resume_continues_best_metric_wall_time_and_the_report(
-    extra: list[str], tmp_path: Path
+    extra: list[str], tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """Item 4 (and resume x EMA): 4 epochs, crashed as epoch 2 starts, resumed in the same
-    folder: the same metrics as 4 straight epochs, ``val/acc_best`` over all 4, the wall time
-    of both parts, and the report's row says so."""
+    """Item 4 (and resume x EMA, x distillation): 4 epochs, crashed as epoch 2 starts, resumed
+    in the same folder: the same metrics as 4 straight epochs, ``val/acc_best`` over all 4, the
+    wall time of both parts, and the report's row says so."""
     from mobilenet_lab.analysis.runs_table import read_runs
 
+    if "distill" in extra:  # the teacher's logits in each step, the teacher outside the state
+        teacher = request.getfixturevalue("digits_teacher")
+        extra = [*extra[:-1], f"module.distill.teacher={teacher}"]
     settings = [*TINY, *extra, "trainer.limit_train_batches=4", "trainer.max_epochs=4"]
     straight = train(compose_cfg("train", settings, tmp_path / "a"))
     run_dir = tmp_path / "b"
@@ -242,14 +246,17 @@ def test_a_failing_job_under_ddp_fails_alone(sweep: str, tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-def test_a_killed_ddp_run_resumes_on_all_its_processes(tmp_path: Path) -> None:
-    """resume x DDP: both processes SIGKILLed as epoch 1 starts; ``ckpt_path=last`` continues
-    the run on 2 processes in its own folder, each epoch logged once, both segments timed."""
+def test_a_killed_ddp_run_resumes_on_all_its_processes(
+    tmp_path: Path, digits_teacher: Path
+) -> None:
+    """resume x DDP (x distillation): both processes SIGKILLed as epoch 1 starts;
+    ``ckpt_path=last`` continues the run on 2 processes in its own folder, each epoch logged
+    once, both segments timed, each process with its own unwrapped teacher."""
     from tests.conftest import ROOT
 
     args = ["trainer=ddp_cpu", "debug=limit", "model.alpha=0.25", "trainer.max_epochs=2",
             "trainer.enable_progress_bar=false", "~callbacks.model_summary",
-            f"paths.log_dir={tmp_path}"]  # fmt: skip
+            f"module.distill.teacher={digits_teacher}", f"paths.log_dir={tmp_path}"]  # fmt: skip
     kill = ["+callbacks.kill._target_=tests.kill_switch.KillSwitch", "+callbacks.kill.epoch=1"]
     killed = run_cli("src/train.py", *args, *kill, env={"PYTHONPATH": str(ROOT)})
     assert killed.returncode == -9, killed.stderr[-3000:]
@@ -263,3 +270,6 @@ def test_a_killed_ddp_run_resumes_on_all_its_processes(tmp_path: Path) -> None:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and metrics["segments"] == 2
     assert len(csv_val_acc(run_dir)) == 2  # epoch 0 from the first part, epoch 1 resumed
+    assert metrics["teacher"] == str(digits_teacher.resolve())
+    state = load_checkpoint(str(run_dir / "checkpoints" / "last.ckpt"))["state_dict"]
+    assert not [key for key in state if "teacher" in key]

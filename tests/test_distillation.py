@@ -1,9 +1,12 @@
-"""Logit distillation (issue 21, its core): a frozen teacher trained by the kit, outside the
-student's children and checkpoint, in eval mode whatever Lightning calls; bad teachers and
-settings refused in one line before any run folder."""
+"""Logit distillation (issue 21): a frozen teacher (a checkpoint of the kit, timm's weights or an
+export) outside the student's children and checkpoint, in eval mode whatever Lightning calls,
+each batch in its own preprocessing; cached outputs where valid; bad teachers and settings
+refused in one line before any run folder. (Resume, EMA and DDP of a distilled run:
+tests/test_combinations.py.)"""
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -13,22 +16,17 @@ import torch
 import torch.nn.functional as F
 
 from mobilenet_lab.evaluate import evaluate
+from mobilenet_lab.export import export
 from mobilenet_lab.models import build_mobilenet_v1
+from mobilenet_lab.predict import predict
 from mobilenet_lab.train import train
-from mobilenet_lab.training.distillation import distillation_loss, fingerprint
+from mobilenet_lab.training.distillation import Teacher, distillation_loss
 from mobilenet_lab.training.module import ImageClassifier
 from tests.conftest import compose_cfg
 
 TINY = ["debug=limit", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
         "~callbacks.model_summary", "model.alpha=0.25", "data.image_size=32"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A teacher trained by the kit: V1 alpha 0.5 at 40 px on the digits (the student: 32 px)."""
-    run_dir = tmp_path_factory.mktemp("teacher")
-    overrides = [*TINY, "model.alpha=0.5", "data.image_size=40"]
-    return Path(train(compose_cfg("train", overrides, run_dir))["best_checkpoint"])
+FAST_EXPORT = ["speed.repeats=1", "speed.warmup=0", "speed.batch_size=2", "check_images=8"]
 
 
 def test_the_loss_is_timms_kl_of_softened_logits() -> None:
@@ -39,59 +37,144 @@ def test_the_loss_is_timms_kl_of_softened_logits() -> None:
     assert float(distillation_loss(student, student, 2.0)) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_the_teacher_is_frozen_in_eval_and_no_child_of_the_student(teacher: Path) -> None:
+def test_the_teacher_is_frozen_in_eval_and_no_child_of_the_student(digits_teacher: Path) -> None:
     net = build_mobilenet_v1(alpha=0.25, num_classes=10, in_chans=1)
-    module = ImageClassifier(net, num_classes=10, distill={"teacher": str(teacher)})
+    distill = {"teacher": str(digits_teacher), "weight": 1.0, "temperature": 4.0}
+    module = ImageClassifier(net, num_classes=10, distill=distill)
     module.setup("fit")
-    (held,) = module._teacher
+    held = module.teacher
     module.train()  # what Lightning calls at every training epoch
     assert not held.net.training and not any(p.requires_grad for p in held.net.parameters())
     assert all(not key.startswith("_teacher") for key in module.state_dict())
     assert set(module.state_dict()) == set(ImageClassifier(net, num_classes=10).state_dict())
     assert sum(1 for _ in module.parameters()) == sum(1 for _ in net.parameters())
-    logits = held.logits(torch.randn(3, 1, 32, 32))  # resized to the teacher's 40 px
-    assert logits.shape == (3, 10) and not held.net.training
+    assert copy.deepcopy(module).teacher is held  # EMA's copy of the student shares it
+    images = torch.randn(4, 1, 32, 32)
+    logits = held.logits(images)  # resized to the teacher's 40 px
+    assert logits.shape == (4, 10) and not held.net.training
+    with pytest.warns(UserWarning):  # self.log outside a Trainer
+        losses = [module._step((images, labels), "train") for labels in
+                  (torch.tensor([0, 1, 2, 3]), torch.tensor([9, 9, 9, 9]))]  # fmt: skip
+    assert losses[0] == losses[1]  # weight 1.0: the teacher alone, the labels unread
 
 
-def test_a_distilled_run_records_its_teacher_and_evaluates_without_it(
-    teacher: Path, tmp_path: Path
+def test_a_distilled_run_records_its_teacher_and_exports_without_it(
+    digits_teacher: Path, tmp_path: Path
 ) -> None:
-    before = fingerprint(str(teacher))
-    copy = tmp_path / "teacher.ckpt"
-    shutil.copy(teacher, copy)
-    overrides = [*TINY, f"module.distill.teacher={copy}", "module.distill.weight=1.0"]
+    copy_ = tmp_path / "teacher.ckpt"
+    shutil.copy(digits_teacher, copy_)
+    before = Teacher(str(copy_)).record()
+    overrides = [*TINY, f"module.distill.teacher={copy_}"]
     report = train(compose_cfg("train", overrides, tmp_path / "student"))
-    assert (report["teacher"], report["teacher_sha256"]) == (str(copy.resolve()), before)
-    assert fingerprint(str(copy)) == before  # the teacher's file, and so its weights, unchanged
+    assert {key: report[key] for key in before} == before == Teacher(str(copy_)).record()
+    assert before["teacher"] == str(copy_.resolve()) and len(before["teacher_sha256"]) == 64
     last = tmp_path / "student" / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(last, map_location="cpu", weights_only=True)
     assert not [key for key in checkpoint["state_dict"] if "teacher" in key]
     (state,) = checkpoint["optimizer_states"]
     assert len(state["state"]) <= sum(1 for _ in build_mobilenet_v1(
         alpha=0.25, num_classes=10, in_chans=1).parameters())  # fmt: skip
-    copy.unlink()  # eval (and export, predict) of the student never needs the teacher
+    copy_.unlink()  # eval, export and predict of the student never need the teacher
     scored = evaluate(compose_cfg("eval", [f"ckpt_path={last}", "debug=limit"], tmp_path / "e"))
     assert scored["test"]["test/acc"] == pytest.approx(report["test"]["test/acc"])
+    onnx = tmp_path / "student.onnx"
+    export(
+        compose_cfg(
+            "export", [f"ckpt_path={last}", f"output_path={onnx}", *FAST_EXPORT], tmp_path / "x"
+        )
+    )  # fmt: skip (export checks the file's logits itself)
+    from PIL import Image
+
+    Image.new("L", (8, 8), 255).save(tmp_path / "white.png")
+    rows = [predict(compose_cfg("predict", [f"ckpt_path={path}", f"input={tmp_path}/*.png"],
+                                tmp_path / "p"))[0] for path in (last, onnx)]  # fmt: skip
+    assert rows[0]["label_1"] == rows[1]["label_1"]
     saved = json.loads((tmp_path / "student" / "metrics.json").read_text())
-    assert saved["teacher_sha256"] == before
+    assert saved["teacher_sha256"] == before["teacher_sha256"]
     from mobilenet_lab.analysis.runs_table import read_runs
 
     (row,) = read_runs([tmp_path / "student"])  # a column of the runs table, not nested keys
-    assert row["teacher"] == str(copy.resolve()) and "sha256" not in row
+    assert row["teacher"] == str(copy_.resolve()) and "sha256" not in row
+
+
+def test_each_kind_of_teacher_sees_the_batch_in_its_own_preprocessing(
+    digits_teacher: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint and its ONNX export give one set of logits (resized 32 -> 40 px); timm's
+    weights see the student's batch re-normalised to ImageNet's mean and std at 224 px."""
+    import huggingface_hub.constants
+
+    from tests.test_timm_models import fake_hf_cache
+
+    onnx = tmp_path / "teacher.onnx"
+    export(compose_cfg("export", [f"ckpt_path={digits_teacher}", f"output_path={onnx}",
+                                  *FAST_EXPORT], tmp_path / "x"))  # fmt: skip
+    images = torch.randn(3, 1, 32, 32)
+    from_ckpt, from_onnx = Teacher(str(digits_teacher)), Teacher(str(onnx))
+    assert (from_onnx.num_classes, from_onnx.image_size) == (10, 40)
+    assert (from_onnx.logits(images) - from_ckpt.logits(images)).abs().max() < 1e-4
+    assert from_onnx.record()["teacher_sha256"] != from_ckpt.record()["teacher_sha256"]
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    weights = fake_hf_cache(tmp_path / "hf", "mobilenetv3_small_050")
+    timm_teacher = Teacher("timm:mobilenetv3_small_050")
+    timm_teacher.check_fits(num_classes=1000, in_chans=3)
+    assert timm_teacher.record()["teacher"] == "timm:mobilenetv3_small_050"
+    timm_teacher.match_student(mean=(0.5,) * 3, std=(0.25,) * 3)  # data=synthetic's
+    batch = torch.randn(2, 3, 32, 32)
+    pixels = batch * 0.25 + 0.5
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    expected_input = F.interpolate((pixels - mean) / std, size=(224, 224), mode="bilinear")
+    with torch.no_grad():
+        expected = timm_teacher.net(expected_input)
+    assert (timm_teacher.logits(batch) - expected).abs().max() < 1e-4
+    from safetensors.torch import load_file
+
+    stem = timm_teacher.net.state_dict()["conv_stem.weight"]
+    assert torch.equal(stem, load_file(weights)["conv_stem.weight"])
+
+
+def test_cached_teacher_outputs_train_as_the_teacher_forward_does(
+    digits_teacher: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the training images fixed (data.augment=false), outputs computed once at the start
+    give the run the teacher's forward in each step gives: the teacher runs once per image."""
+    calls = []
+    original = Teacher.logits
+    monkeypatch.setattr(
+        Teacher, "logits", lambda self, x: calls.append(len(x)) or original(self, x)
+    )
+    settings = [*TINY, "data.augment=false", "trainer.max_epochs=2", "trainer.deterministic=true",
+                f"module.distill.teacher={digits_teacher}"]  # fmt: skip
+    forward = train(compose_cfg("train", settings, tmp_path / "forward"))
+    forward_calls, calls[:] = list(calls), []
+    cached = train(compose_cfg("train", [*settings, "module.distill.cache=true"], tmp_path / "c"))
+    assert sum(forward_calls) == 2 * 3 * 64  # 2 epochs of 3 batches of 64 (debug=limit)
+    from mobilenet_lab.data.digits import DigitsDataModule
+
+    assert sum(calls) == len(DigitsDataModule().load()["train"][1])  # each training image once
+    assert cached["test"]["test/acc"] == pytest.approx(forward["test"]["test/acc"], abs=1e-6)
+    assert cached["val"]["val/loss"] == pytest.approx(forward["val"]["val/loss"], rel=1e-4)
 
 
 def test_bad_teachers_and_settings_are_one_line_and_no_run_folder(
-    run_main, teacher: Path, tmp_path: Path
+    run_main, digits_teacher: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    other = tmp_path / "other.ckpt"  # a teacher of 1000 classes and 3 channels
-    checkpoint = torch.load(teacher, map_location="cpu", weights_only=True)
-    checkpoint["mobilenet_lab_run"]["config"]["model"].update(num_classes=1000, in_chans=3)
-    torch.save(checkpoint, other)
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    other = train(compose_cfg("train", [*TINY, "data=synthetic", "data.size=16",
+                                        "data.batch_size=8"], tmp_path / "other"))  # fmt: skip
+    key = "module.distill.teacher"
     cases = {
-        f"module.distill.teacher={tmp_path / 'none.ckpt'}": "module.distill.teacher='",
-        f"module.distill.teacher={other}": "has model.num_classes=1000, this run 10",
-        f"module.distill.teacher={teacher} module.distill.weight=1.5": "weight=1.5 is not valid",
-        f"module.distill.teacher={teacher} module.distill.temperature=0": "temperature=0 is not",
+        f"{key}={tmp_path / 'none.ckpt'}": f"{key}='",
+        f"{key}={other['best_checkpoint']}": "has num_classes=1000, this run model.num_classes=10",
+        f"{key}=timm:no_such_net": "timm has no model 'no_such_net'",
+        f"{key}=timm:mobilenetv3_small_050": "are not in the local Hugging Face cache",
+        f"{key}={digits_teacher} module.distill.weight=1.5": "weight=1.5 is not valid",
+        f"{key}={digits_teacher} module.distill.temperature=0": "temperature=0 is not",
+        f"{key}={digits_teacher} module.distill.cache=true": "but data.augment=true changes",
     }
     for overrides, message in cases.items():
         result = run_main("src/train.py", *overrides.split(), f"paths.log_dir={tmp_path / 'l'}")

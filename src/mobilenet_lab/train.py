@@ -100,13 +100,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         "started_at": started,  # this segment's
         "first_step_at": clock.first_step_time,
         "overrides": list(HydraConfig.get().overrides.task),
+        **(module.teacher.record() if module.teacher else {}),  # which taught it: path, SHA-256
     }
-    teacher = (cfg.module.get("distill") or {}).get("teacher")
-    if teacher:  # which teacher taught this run, by path and content
-        from mobilenet_lab.training.distillation import fingerprint
-
-        report["teacher"] = str(Path(teacher).resolve())  # flat: a column of the runs table
-        report["teacher_sha256"] = fingerprint(teacher)
     if trainer.is_global_zero:
         write_json_atomic(output_dir / "metrics.json", report)
     return report

@@ -125,6 +125,11 @@ class CIFARDataModule(InMemoryDataModule):
             "test": (test_images, torch.tensor(test.targets, dtype=torch.long)),
         }
 
+    def random_augmentation(self) -> str | None:
+        hp = self.hparams
+        changing = [f"data.padding={hp.padding}"] * bool(hp.padding) + ["data.flip=true"] * hp.flip
+        return " ".join(changing) or None
+
     def augment(self, images: Tensor) -> Tensor:
         images = random_crop_flip(images, self.hparams.padding, self.hparams.flip)
         return resize(images, self.image_size)

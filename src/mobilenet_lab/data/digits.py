@@ -75,6 +75,9 @@ class DigitsDataModule(InMemoryDataModule):
         return {name: (images[idx], labels[idx]) for name, idx in
                 (("train", train), ("val", val), ("test", test))}  # fmt: skip
 
+    def random_augmentation(self) -> str | None:
+        return "data.augment=true" if self.hparams.augment else None
+
     def augment(self, images: Tensor) -> Tensor:
         hp = self.hparams
         if not hp.augment:

@@ -4,6 +4,8 @@ batched call, so no per-image Python or PIL work is done and no worker process i
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import lightning as L
 import torch
 from torch import Tensor
@@ -41,6 +43,10 @@ class InMemoryDataModule(L.LightningDataModule):
         """A training batch (float, 0-1, stored size) -> augmented, at ``image_size``."""
         raise NotImplementedError
 
+    def random_augmentation(self) -> str | None:
+        """The settings that change a training image from one epoch to the next, if any."""
+        return None
+
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
             self.splits = {name: TensorDataset(*tensors) for name, tensors in self.load().items()}
@@ -68,13 +74,24 @@ class InMemoryDataModule(L.LightningDataModule):
         """Training images, shuffled; outside a fit they take the eval resize, unaugmented."""
         return self._loader("train", shuffle=True)
 
+    def attach_train_outputs(self, model: Callable[[Tensor], Tensor], device: torch.device) -> None:
+        """Runs ``model`` once over the training images as every epoch shows them and serves
+        its outputs beside them: a training batch is then (images, labels, outputs). Valid
+        only without ``random_augmentation`` (``distillation.check_cache``)."""
+        images, labels = self.splits["train"].tensors[:2]
+        outputs = [model(self._prepare(chunk.to(device), training=True)).float().cpu()
+                   for chunk in images.split(self.batch_size)]  # fmt: skip
+        self.splits["train"] = TensorDataset(images, labels, torch.cat(outputs))
+
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
-        images, labels = batch
+        images, labels, *attached = batch  # attached: see attach_train_outputs
+        training = self.trainer is not None and self.trainer.training
+        return (self._prepare(images, training), labels, *attached)
+
+    def _prepare(self, images: Tensor, training: bool) -> Tensor:
+        """uint8 images -> normalised float at ``image_size`` (augmented for training)."""
         images = images.float() / self.pixel_max
-        if self.trainer is not None and self.trainer.training:
-            images = self.augment(images)
-        else:
-            images = resize(images, self.image_size)
+        images = self.augment(images) if training else resize(images, self.image_size)
         mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
-        return (images - mean) / std, labels
+        return (images - mean) / std

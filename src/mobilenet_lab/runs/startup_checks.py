@@ -42,7 +42,7 @@ def check_train_config(cfg: DictConfig, hardware: bool = True) -> None:
     check_trainer_config(cfg.trainer, hardware)
     per_device_batch_size(cfg)
     check_model_and_data(cfg)
-    check_distill(cfg.module.get("distill"), cfg.model.num_classes, cfg.model.in_chans)
+    check_distill(cfg)
     if cfg.get("ckpt_path"):
         check_resumable(cfg, load_checkpoint(cfg.ckpt_path, example=RESUME_EXAMPLE))
 

@@ -1,11 +1,14 @@
-"""Logit distillation (Hinton et al. 2015; the paper's section 4.5): a frozen teacher trained
-by this kit, whose softened logits the student matches beside (or instead of) the labels.
+"""Logit distillation (Hinton et al. 2015; the paper's section 4.5): a frozen teacher whose
+softened logits the student matches beside (or instead of) the labels.
 
-timm's ``LogitDistillationTask`` owns the student and the training step, which here belong to
-the LightningModule; its loss is the one below (KL divergence of the softened distributions,
-batch mean, x T^2). The teacher is held outside the module's registered children, so
-Lightning's ``.train()`` and ``.to()`` calls, DDP's wrapping and the checkpoint's
-``state_dict`` never reach it; it is moved to the student's device and precision on first use.
+The teacher is a checkpoint of this kit, ``timm:<name>`` (timm's pretrained weights, from the
+local cache) or a file ``src/export.py`` wrote (``.onnx``, ``.pte``, ``.tflite``, run in its own
+runtime on the CPU). timm's ``LogitDistillationTask`` owns the student and the training step,
+which here belong to the LightningModule; its loss is the one below (KL divergence of the
+softened distributions, batch mean, x T^2). The teacher is held outside the module's registered
+children, so Lightning's ``.train()`` and ``.to()`` calls, DDP's wrapping, EMA's copy and the
+checkpoint's ``state_dict`` never reach it; it follows the student's device and precision on
+first use, and sees each batch in its own preprocessing (re-normalised, resized).
 """
 
 from __future__ import annotations
@@ -16,11 +19,18 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from mobilenet_lab.data.batch_transforms import resize
 from mobilenet_lab.runs.errors import ConfigError
 
-TEACHER_EXAMPLE = "e.g. module.distill.teacher=logs/train/runs/<time>/checkpoints/best.ckpt"
+KEY = "module.distill.teacher"
+TIMM_PREFIX = "timm:"
+TEACHER_EXAMPLE = (
+    f"e.g. {KEY}=logs/train/runs/<time>/checkpoints/best.ckpt, {KEY}=timm:mobilenetv3_large_100 "
+    f"or {KEY}=<run>/model.onnx"
+)
 
 
 def distillation_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
@@ -31,14 +41,132 @@ def distillation_loss(student: Tensor, teacher: Tensor, temperature: float) -> T
     return kl * temperature**2
 
 
-def check_distill(distill: Any, num_classes: int, in_chans: int) -> None:
-    """The teacher a run names: a checkpoint of this kit for the same classes and channels,
-    ``weight`` in [0, 1], ``temperature`` > 0. One line each, before any run folder."""
-    if not distill or not distill.get("teacher"):
-        return
-    from mobilenet_lab.runs.checkpoint import load_checkpoint
-    from mobilenet_lab.runs.files import RUN_CONFIG_KEY
+class Teacher:
+    """A frozen network, always in eval mode, with its preprocessing: ``image_size``,
+    ``in_chans``, ``mean``, ``std``; ``num_classes``; ``path`` and ``weights_file`` (what its
+    fingerprint hashes)."""
 
+    def __init__(self, source: str) -> None:
+        self.source = str(source)
+        self.net: nn.Module | None = None
+        self.runtime: Any = None  # an exported file's runtime
+        self.student_scale: Tensor | None = None  # x_teacher = x_student * scale + shift
+        self.student_shift: Tensor | None = None
+        try:
+            if self.source.startswith(TIMM_PREFIX):
+                self._open_timm(self.source.removeprefix(TIMM_PREFIX))
+            else:
+                self._open_file(self.source)
+        except ConfigError as error:  # a reader's message names its own key: here, the teacher's
+            raise ConfigError(str(error).replace("ckpt_path=", f"{KEY}=", 1)) from None
+        if self.net is not None:
+            self.net.eval().requires_grad_(False)
+
+    def _open_timm(self, name: str) -> None:
+        import timm
+
+        from mobilenet_lab.models.timm_models import cached_weights
+
+        if not timm.is_model(name):
+            raise ConfigError(
+                f"{KEY}={self.source!r}: timm has no model {name!r}, {TEACHER_EXAMPLE} "
+                "(timm.list_models('mobilenet*') lists timm's MobileNets)"
+            )
+        try:
+            self.weights_file = cached_weights(name)
+        except ConfigError:
+            raise ConfigError(
+                f"{KEY}={self.source!r}: timm's weights for {name} are not in the local Hugging "
+                f'Face cache: download them where there is internet (python -c "import timm; '
+                f"timm.create_model('{name}', pretrained=True)\") and copy ~/.cache/huggingface "
+                "here"
+            ) from None
+        self.net = timm.create_model(
+            name, pretrained=True, pretrained_cfg_overlay={"file": str(self.weights_file)}
+        )
+        cfg = self.net.pretrained_cfg
+        self.in_chans, self.image_size = cfg["input_size"][0], cfg["input_size"][-1]
+        self.mean, self.std = tuple(cfg["mean"]), tuple(cfg["std"])
+        self.num_classes, self.path = self.net.num_classes, self.source
+
+    def _open_file(self, path: str) -> None:
+        from mobilenet_lab.deploy.formats import format_of, open_file
+        from mobilenet_lab.deploy.loading import load_network
+        from mobilenet_lab.deploy.preprocessing import Preprocessing
+        from mobilenet_lab.runs.checkpoint import load_checkpoint
+        from mobilenet_lab.runs.files import RUN_CONFIG_KEY
+
+        if format_of(path) is not None:
+            self.runtime = open_file(path)
+            prep = self.runtime.preprocessing
+            probe = torch.zeros(1, prep.in_chans, prep.image_size, prep.image_size)
+            self.num_classes = int(self.runtime.logits(probe).shape[-1])
+        else:
+            checkpoint = load_checkpoint(path, TEACHER_EXAMPLE)
+            prep = Preprocessing.from_checkpoint(checkpoint)
+            config = OmegaConf.create(checkpoint[RUN_CONFIG_KEY]["config"])
+            self.net = load_network(config, checkpoint, "averaged")
+            self.num_classes = int(config.model.num_classes)
+        self.in_chans, self.image_size = prep.in_chans, prep.image_size
+        self.mean, self.std = prep.mean, prep.std
+        self.path = str(Path(path).resolve())
+        self.weights_file = Path(path)
+
+    def __deepcopy__(self, memo: dict) -> Teacher:
+        """Shared, not copied (EMA's ``AveragedModel`` deep-copies the student): it is frozen."""
+        return self
+
+    def check_fits(self, num_classes: int, in_chans: int) -> None:
+        """A one-line error unless the teacher predicts the student's classes from its channels."""
+        for key, theirs, ours in (("num_classes", self.num_classes, num_classes),
+                                  ("in_chans", self.in_chans, in_chans)):  # fmt: skip
+            if theirs != ours:
+                raise ConfigError(
+                    f"{KEY}={self.source!r} has {key}={theirs}, this run model.{key}={ours}: "
+                    "give a teacher trained on the same data (its classes, its channels)"
+                )
+
+    def match_student(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        """Re-normalise the student's batches (normalised with ``mean``/``std``) to the
+        teacher's normalisation, when the two differ."""
+        if (tuple(mean), tuple(std)) == (tuple(self.mean), tuple(self.std)):
+            return
+        view = lambda values: torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)  # noqa: E731
+        self.student_scale = view(std) / view(self.std)
+        self.student_shift = (view(mean) - view(self.mean)) / view(self.std)
+
+    @torch.no_grad()
+    def logits(self, images: Tensor) -> Tensor:
+        """The teacher's logits for a batch the student sees, on the batch's device."""
+        if self.student_scale is not None:
+            scale = self.student_scale.to(images.device, images.dtype)
+            images = images * scale + self.student_shift.to(images.device, images.dtype)
+        images = resize(images, self.image_size)
+        if self.runtime is not None:
+            return self.runtime.logits(images.detach().float().cpu()).to(images.device)
+        param = next(self.net.parameters())
+        if param.device != images.device or param.dtype != images.dtype:
+            self.net.to(device=images.device, dtype=images.dtype)  # the student's precision
+        self.net.eval()  # whatever was called on the student, the teacher stays in eval
+        return self.net(images)
+
+    def record(self) -> dict[str, str]:
+        """Its path and SHA-256 (of the checkpoint, export or timm weights file), for the run's
+        ``metrics.json`` and loggers: flat keys, columns of the runs table."""
+        digest = hashlib.sha256()
+        with open(self.weights_file, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+        return {"teacher": self.path, "teacher_sha256": digest.hexdigest()}
+
+
+def check_distill(cfg: DictConfig) -> Teacher | None:
+    """The run's ``module.distill``: a teacher that opens and fits the student's data,
+    ``weight`` in [0, 1], ``temperature`` > 0, ``cache`` only where it is valid. One line
+    each, before any run folder; returns the teacher (None: no distillation)."""
+    distill = cfg.module.get("distill")
+    if not distill or not distill.get("teacher"):
+        return None
     weight, temperature = distill.get("weight", 0.5), distill.get("temperature", 4.0)
     if not isinstance(weight, int | float) or not 0 <= weight <= 1:
         raise ConfigError(f"module.distill.weight={weight!r} is not valid: use a number in [0, 1]")
@@ -46,54 +174,33 @@ def check_distill(distill: Any, num_classes: int, in_chans: int) -> None:
         raise ConfigError(
             f"module.distill.temperature={temperature!r} is not valid: use a number > 0"
         )
-    try:
-        checkpoint = load_checkpoint(str(distill.teacher), TEACHER_EXAMPLE)
-    except ConfigError as error:  # its message names ckpt_path: here the key is the teacher's
-        raise ConfigError(str(error).replace("ckpt_path=", "module.distill.teacher=", 1)) from None
-    model = checkpoint[RUN_CONFIG_KEY]["config"]
-    for key, ours in (("num_classes", num_classes), ("in_chans", in_chans)):
-        theirs = model["model"][key]
-        if theirs != ours:
-            raise ConfigError(
-                f"module.distill.teacher={str(distill.teacher)!r} has model.{key}={theirs}, "
-                f"this run {ours}: give a teacher trained on the same data"
-            )
+    if distill.get("cache"):
+        check_cache(cfg)
+    teacher = Teacher(str(distill.teacher))
+    teacher.check_fits(cfg.model.num_classes, cfg.model.in_chans)
+    return teacher
 
 
-def fingerprint(path: str) -> str:
-    """The teacher file's SHA-256, for the run's ``metrics.json``."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def check_cache(cfg: DictConfig) -> None:
+    """Cached teacher outputs stand for the teacher's forward only when each training image
+    reaches the student the same every epoch: in memory, not randomly augmented, not mixed."""
+    from hydra.utils import instantiate
 
+    from mobilenet_lab.data.in_memory import InMemoryDataModule
 
-class Teacher:
-    """A frozen network from a checkpoint of this kit, always in eval mode, with its own
-    preprocessing: when its image size differs from the student's the batch is resized.
-    (Normalisation: teacher and student of one data set share it, their data config's.)"""
-
-    def __init__(self, ckpt_path: str) -> None:
-        from omegaconf import OmegaConf
-
-        from mobilenet_lab.deploy.loading import load_network
-        from mobilenet_lab.runs.checkpoint import load_checkpoint
-        from mobilenet_lab.runs.files import RUN_CONFIG_KEY
-
-        checkpoint = load_checkpoint(ckpt_path, TEACHER_EXAMPLE)
-        config = OmegaConf.create(checkpoint[RUN_CONFIG_KEY]["config"])
-        self.image_size = int(config.data.image_size)
-        self.net: nn.Module = load_network(config, checkpoint, "averaged").requires_grad_(False)
-        self.path = str(Path(ckpt_path).resolve())
-
-    @torch.no_grad()
-    def logits(self, images: Tensor) -> Tensor:
-        param = next(self.net.parameters())
-        if param.device != images.device:
-            self.net.to(images.device)
-        self.net.eval()  # whatever was called on the student, the teacher stays in eval
-        if images.shape[-1] != self.image_size:
-            size = (self.image_size, self.image_size)
-            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-        return self.net(images)
+    data = instantiate(cfg.data)
+    if not isinstance(data, InMemoryDataModule):
+        raise ConfigError(
+            "module.distill.cache=true holds teacher outputs for the in-memory data sets "
+            f"(digits, cifar10, cifar100, synthetic), not data={type(data).__name__}: use "
+            "module.distill.cache=false"
+        )
+    changing = data.random_augmentation()
+    if cfg.module.get("mixup"):
+        changing = ", ".join(filter(None, (changing, "module.mixup (mixed images)")))
+    if changing:
+        raise ConfigError(
+            "module.distill.cache=true needs training images that are the same every epoch, "
+            f"but {changing} changes them: turn that off (digits: data.augment=false; CIFAR: "
+            "data.padding=0 data.flip=false; module.mixup=null) or use module.distill.cache=false"
+        )

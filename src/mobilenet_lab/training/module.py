@@ -15,7 +15,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from mobilenet_lab.training.distillation import distillation_loss
+from mobilenet_lab.training.distillation import Teacher, distillation_loss
 from mobilenet_lab.training.failures import TrainingDiverged
 
 VAL_ACC_BEST_KEY = "val_acc_best"
@@ -66,15 +66,25 @@ class ImageClassifier(L.LightningModule):
         self.test_metrics = collection.clone(prefix="test/")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
-        self._teacher: tuple = ()  # a tuple: not a registered child (training/distillation.py)
+        self._teacher: tuple[Teacher, ...] = ()  # a tuple: no registered child (distillation.py)
 
     def setup(self, stage: str) -> None:
         """The teacher is loaded for fitting only: eval, export and predict never need it."""
         distill = self.hparams.distill
         if stage == "fit" and distill and distill.get("teacher") and not self._teacher:
-            from mobilenet_lab.training.distillation import Teacher
+            teacher = Teacher(distill["teacher"])
+            data = getattr(self._trainer, "datamodule", None)
+            if hasattr(data, "mean"):  # the student's normalisation, set up before this hook
+                teacher.match_student(data.mean, data.std)
+            self._teacher = (teacher,)
+            if distill.get("cache"):  # before any training loader is built (Lightning builds
+                # one to count the steps for the scheduler, before on_fit_start)
+                data.attach_train_outputs(teacher.logits, self.trainer.strategy.root_device)
 
-            self._teacher = (Teacher(distill["teacher"]),)
+    @property
+    def teacher(self) -> Teacher | None:
+        """The distillation teacher, once ``setup("fit")`` has loaded it."""
+        return self._teacher[0] if self._teacher else None
 
     def configure_model(self) -> None:
         """``compile=true``: torch.compile the network in place (its parameter names and
@@ -87,8 +97,8 @@ class ImageClassifier(L.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
 
-    def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
-        images, labels = batch
+    def _step(self, batch: tuple[Tensor, ...], split: str) -> Tensor:
+        images, labels, *cached = batch  # cached: the teacher's logits (module.distill.cache)
         mix = split == "train" and self.mixup is not None
         if mix and len(labels) % 2:  # timm's Mixup pairs images up: it needs an even batch
             if not self._said_odd_batch:
@@ -110,8 +120,8 @@ class ImageClassifier(L.LightningModule):
         if training and self._teacher:
             distill = self.hparams.distill
             weight = distill.get("weight", 0.5)
-            soft = distillation_loss(logits, self._teacher[0].logits(images),
-                                     distill.get("temperature", 4.0))  # fmt: skip
+            taught = cached[0] if cached else self._teacher[0].logits(images)
+            soft = distillation_loss(logits, taught, distill.get("temperature", 4.0))
             loss = soft if weight == 1 else (1 - weight) * loss + weight * soft
         if training and not torch.isfinite(loss):
             self._diverged(loss)
