@@ -182,3 +182,43 @@ def test_bad_teachers_and_settings_are_one_line_and_no_run_folder(
         (line,) = result.stderr.strip().splitlines()
         assert message in line, line
     assert not (tmp_path / "l").exists()
+
+
+def test_the_report_shows_the_teacher_and_what_it_bought(tmp_path: Path) -> None:
+    """report.md: a teacher column and, for a setting run plainly and distilled, the median and
+    lowest of each; distillation.png draws them; tradeoff.png draws distilled runs hollow."""
+    from PIL import Image
+
+    from mobilenet_lab.analysis.distillation_gain import distillation_gains, save_gain_plot
+    from mobilenet_lab.analysis.report_markdown import markdown
+    from mobilenet_lab.analysis.runs_table import report_rows
+    from mobilenet_lab.analysis.tradeoff_plot import save_tradeoff_plot
+
+    teacher = str(tmp_path / "2026-12-03_10-00-00" / "checkpoints" / "last.ckpt")
+
+    def run(job: int, acc: float, distilled: bool, extra: tuple[str, ...] = ()) -> dict:
+        how = {"teacher": teacher, "distill_weight": 0.5, "distill_temperature": 4.0}
+        overrides = [f"seed={job}", *extra] + [f"module.distill.teacher={teacher}"] * distilled
+        return {"run_dir": str(tmp_path / str(job)), "job": str(job), "status": "ok",
+                "task": "train", "model": "mobilenet_v1", "alpha": 0.25, "image_size": 40,
+                "mult_adds": 1_760_000, "params": 215_000, "test/acc": acc,
+                "overrides": overrides, **(how if distilled else {})}  # fmt: skip
+
+    few = ("data.train_images=200",)
+    runs = [run(0, 0.95, False), run(1, 0.96, False), run(2, 0.97, True), run(3, 0.94, True),
+            run(4, 0.99, True), run(5, 0.8, False, few)]  # fmt: skip
+    rows = report_rows(runs)
+    (gain,) = distillation_gains(rows)  # the 200-image setting has no distilled runs
+    assert (gain["median"], gain["lowest"], gain["plain median"]) == (0.97, 0.94, 0.955)
+    assert gain["gain (median)"] == pytest.approx(0.015) and gain["runs"] == "3 / 2"
+    text = markdown(rows, "t", "cpu")
+    assert "| teacher |" in text.replace("| image size | teacher |", "| teacher |")
+    assert "2026-12-03_10-00-00/last.ckpt" in text and "## What the teacher bought" in text
+    assert "| +1.50 |" in text
+    assert "module.distill.teacher" not in text  # a column, not an "other override"
+    assert save_gain_plot(rows, tmp_path / "distillation.png")
+    assert not save_gain_plot(rows[:2], tmp_path / "none.png")  # nothing run both ways
+    save_tradeoff_plot(rows, tmp_path / "tradeoff.png", "cpu")
+    for name in ("distillation.png", "tradeoff.png"):
+        with Image.open(tmp_path / name) as image:
+            assert image.size[0] > 500 and image.size[1] > 300

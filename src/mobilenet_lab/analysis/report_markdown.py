@@ -9,6 +9,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from mobilenet_lab.analysis.distillation_gain import gain_lines, teacher_label
 from mobilenet_lab.analysis.tables import format_value
 
 # What report.md and report.csv show, one row per run, sorted by mult-adds.
@@ -17,6 +18,7 @@ REPORT_COLUMNS = (
     "model",
     "alpha",
     "image_size",
+    "teacher",
     "params",
     "mult_adds",
     "latency_ms_batch_1",
@@ -55,7 +57,8 @@ def markdown(
         "|" + "---|" * len(REPORT_COLUMNS),
     ]
     for row in rows:
-        cells = [format_value(row.get(c)).replace("|", "\\|") for c in REPORT_COLUMNS]
+        shown = {**row, "teacher": teacher_label(row.get("teacher"))}  # the CSV: its path
+        cells = [format_value(shown.get(c)).replace("|", "\\|") for c in REPORT_COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     if evals:
         jobs = ", ".join(f"`{row['job']}`" for row in evals)
@@ -67,6 +70,7 @@ def markdown(
         for row in failed:
             reason = row.get("error", "no metrics.json (killed, or still running)")
             lines.append(f"- `{row['run_dir']}`: {row['status']}: {reason}")
+    lines += gain_lines(rows)
     unmeasured = [row for row in rows if row.get("latency_note")]
     if unmeasured:
         lines += ["", "## Latency not measured", ""]

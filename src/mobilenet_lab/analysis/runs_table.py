@@ -21,7 +21,7 @@ from mobilenet_lab.runs.errors import ConfigError
 from mobilenet_lab.runs.files import entry_point
 
 # Overrides shown as columns already, left out of the report's ``varied`` column.
-SHOWN_KEYS = ("model", "model.alpha", "data.image_size", "paths.log_dir")
+SHOWN_KEYS = ("model", "model.alpha", "data.image_size", "paths.log_dir", "module.distill.teacher")
 
 
 def flatten(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -96,6 +96,7 @@ def write_report(out_dir: Path, rows: Sequence[dict[str, Any]], title: str) -> l
     machine, cached in the run folder; a ``latency_note`` instead when the network cannot be
     rebuilt), then writes ``report.md``, ``report.csv`` and ``tradeoff.png``, each to a
     temporary name first. Eval runs are left out, and counted in ``report.md``."""
+    from mobilenet_lab.analysis.distillation_gain import save_gain_plot
     from mobilenet_lab.analysis.tradeoff_plot import save_tradeoff_plot
 
     latencies: dict[str, dict[str, Any]] = {}
@@ -106,6 +107,7 @@ def write_report(out_dir: Path, rows: Sequence[dict[str, Any]], title: str) -> l
     device = next((r["latency_device"] for r in rows if r.get("latency_device")), "-")
     markdown = report_markdown(rows, title, device, evals)
     save_tradeoff_plot(rows, out_dir / "tradeoff.png", device)
+    save_gain_plot(rows, out_dir / "distillation.png")  # when a setting was run both ways
     write_csv(out_dir / "report.csv", rows, REPORT_COLUMNS)
     tmp = out_dir / "report.md.tmp"
     tmp.write_text(markdown)

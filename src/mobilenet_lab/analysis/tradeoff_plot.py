@@ -1,6 +1,7 @@
 """The report's picture: test accuracy against mult-adds, measured latency and parameters (the
 paper's Figures 4 and 5), one line per width multiplier across resolutions and one per
-resolution across widths, the Pareto front of each panel highlighted."""
+resolution across widths, the Pareto front of each panel highlighted; distilled runs hollow,
+their lines dotted."""
 
 from __future__ import annotations
 
@@ -44,18 +45,21 @@ def save_tradeoff_plot(rows: Sequence[dict[str, Any]], path: Path, device: str) 
     axes = figure.subplots(1, 3, sharey=True)
     for ax, (cost, scale, label) in zip(axes, panels, strict=True):
         points = [r for r in done if isinstance(r.get(cost), int | float)]
-        for (_, size), group in _groups(points, "image_size").items():
+        for (_, size, _), group in _groups(points, "image_size").items():
             _line(ax, group, cost, scale, color=size_grey[size], linestyle="--", linewidth=1)
-        for (_, alpha), group in _groups(points, "alpha").items():
-            _line(ax, group, cost, scale, color=alpha_colour[alpha], linewidth=1.8)
+        for (_, alpha, taught), group in _groups(points, "alpha").items():
+            style = ":" if taught else "-"
+            _line(ax, group, cost, scale, color=alpha_colour[alpha], linewidth=1.8, linestyle=style)
         for row in points:
+            colour = alpha_colour[row.get("alpha")]
+            taught = bool(row.get("teacher"))  # distilled: hollow, in its alpha's colour
             ax.scatter(
                 row[cost] * scale,
                 100 * row[ACCURACY],
                 marker=MARKERS.get(row.get("model"), "P"),
-                color=alpha_colour[row.get("alpha")],
-                edgecolor="black",
-                linewidth=0.5,
+                facecolor="white" if taught else colour,
+                edgecolor=colour if taught else "black",
+                linewidth=1.4 if taught else 0.5,
                 s=36,
                 zorder=3,
             )
@@ -78,7 +82,8 @@ def save_tradeoff_plot(rows: Sequence[dict[str, Any]], path: Path, device: str) 
     failed = len(rows) - len(done)
     note = f"; {failed} failed or unfinished run(s) not shown" if failed else ""
     figure.suptitle(f"Accuracy against cost: {len(done)} runs{note}")
-    handles = _legend(alpha_colour, size_grey, {r.get("model") for r in done})
+    taught = any(r.get("teacher") for r in done)
+    handles = _legend(alpha_colour, size_grey, {r.get("model") for r in done}, taught)
     figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 7))
     tmp = path.with_suffix(".png.tmp")
     figure.savefig(tmp, format="png", dpi=110)
@@ -86,10 +91,10 @@ def save_tradeoff_plot(rows: Sequence[dict[str, Any]], path: Path, device: str) 
 
 
 def _groups(rows: Sequence[dict[str, Any]], key: str) -> dict[tuple, list[dict[str, Any]]]:
-    """Runs of one model family sharing ``key``: a line is drawn through each group."""
+    """Runs of one model family sharing ``key``, distilled or not: a line through each group."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        groups[(row.get("model"), row.get(key))].append(row)
+        groups[(row.get("model"), row.get(key), bool(row.get("teacher")))].append(row)
     return groups
 
 
@@ -104,7 +109,7 @@ def _line(ax: Any, group: Sequence[dict[str, Any]], cost: str, scale: float, **s
         ax.plot(xs, [best[x] for x in xs], zorder=1, **style)
 
 
-def _legend(alpha_colour: dict, size_grey: dict, models: set) -> list[Line2D]:
+def _legend(alpha_colour: dict, size_grey: dict, models: set, taught: bool) -> list[Line2D]:
     handles = [
         Line2D([], [], color=colour, linewidth=1.8, label=f"alpha {alpha} across sizes")
         for alpha, colour in alpha_colour.items()
@@ -118,6 +123,9 @@ def _legend(alpha_colour: dict, size_grey: dict, models: set) -> list[Line2D]:
             Line2D([], [], marker=MARKERS.get(m, "P"), color="grey", linestyle="", label=str(m))
             for m in sorted(models, key=str)
         ]
+    if taught:
+        hollow = {"color": "grey", "linestyle": ":", "marker": "o", "markerfacecolor": "white"}
+        handles.append(Line2D([], [], label="distilled (report.md: its teacher)", **hollow))
     front = {"color": "red", "alpha": 0.5, "linewidth": 3, "marker": "o", "markersize": 10}
     handles.append(Line2D([], [], markerfacecolor="none", label="Pareto front", **front))
     return handles

@@ -40,6 +40,7 @@ class DigitsDataModule(InMemoryDataModule):
         max_translate: float = 0.1,
         max_rotate_deg: float = 10.0,
         max_scale: float = 0.1,
+        train_images: int | None = None,
     ) -> None:
         if (num_classes, in_chans) != (10, 1):
             raise ValueError(
@@ -54,8 +55,18 @@ class DigitsDataModule(InMemoryDataModule):
             )
         self.save_hyperparameters()
         self.mean, self.std = (0.0,), (1.0,)
+        if train_images is not None:  # checked here, before any run folder
+            self._split()
 
     def load(self) -> dict[str, tuple[Tensor, Tensor]]:
+        images, labels, splits = self._split()
+        train_images = images[splits["train"]].float() / self.pixel_max
+        self.mean, self.std = (train_images.mean().item(),), (train_images.std().item(),)
+        return {name: (images[index], labels[index]) for name, index in splits.items()}
+
+    def _split(self) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """The images, labels and each split's indices (``train_images``: a stratified subset
+        of the training split, for learning from fewer labels)."""
         hp = self.hparams
         digits = load_digits()
         images = torch.from_numpy(digits.images).to(torch.uint8).unsqueeze(1)
@@ -70,10 +81,17 @@ class DigitsDataModule(InMemoryDataModule):
             stratify=labels[rest],
             random_state=hp.split_seed,
         )
-        train_images = images[train].float() / self.pixel_max
-        self.mean, self.std = (train_images.mean().item(),), (train_images.std().item(),)
-        return {name: (images[idx], labels[idx]) for name, idx in
-                (("train", train), ("val", val), ("test", test))}  # fmt: skip
+        if hp.train_images is not None and not 10 <= hp.train_images <= len(train):
+            raise ValueError(
+                f"train_images={hp.train_images} is not valid: use 10 to {len(train)} "
+                "(the training split's size; null: all of it)"
+            )
+        if hp.train_images is not None and hp.train_images < len(train):
+            train, _ = train_test_split(
+                train, train_size=hp.train_images, stratify=labels[train],
+                random_state=hp.split_seed,
+            )  # fmt: skip
+        return images, labels, {"train": train, "val": val, "test": test}
 
     def random_augmentation(self) -> str | None:
         return "data.augment=true" if self.hparams.augment else None
