@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from mobilenet_lab.analysis.distillation_gain import teacher_label
 from mobilenet_lab.analysis.timing import training_images_per_second
 from mobilenet_lab.models import build_mobilenet_v1
 from mobilenet_lab.training.distillation import Teacher, distillation_loss
@@ -95,8 +96,7 @@ def main() -> None:
         batch = torch.randn(size).contiguous(memory_format=torch.channels_last)
         variants = {"plain": step_function(args.alpha, in_chans, num_classes, batch, None, None)}
         for teacher in teachers:
-            name = Path(teacher.path).name if teacher.path.endswith("ckpt") else teacher.path
-            label = f"{name} ({teacher.image_size} px)"
+            label = f"{teacher_label(teacher.path)} ({teacher.image_size} px)"
             variants[f"distilled, {label}"] = step_function(
                 args.alpha, in_chans, num_classes, batch, teacher.logits, None
             )

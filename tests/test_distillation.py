@@ -114,6 +114,10 @@ def test_each_kind_of_teacher_sees_the_batch_in_its_own_preprocessing(
     assert (from_onnx.num_classes, from_onnx.image_size) == (10, 40)
     assert (from_onnx.logits(images) - from_ckpt.logits(images)).abs().max() < 1e-4
     assert from_onnx.record()["teacher_sha256"] != from_ckpt.record()["teacher_sha256"]
+    half = from_ckpt.logits(images.bfloat16())  # bf16-true: the teacher follows the batch
+    assert (
+        half.dtype == torch.bfloat16 and (half.float() - from_onnx.logits(images)).abs().max() < 0.5
+    )
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     weights = fake_hf_cache(tmp_path / "hf", "mobilenetv3_small_050")

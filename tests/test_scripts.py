@@ -28,3 +28,13 @@ def test_benchmark_data_smoke(run_main) -> None:
     for name in ("digits", "cifar10", "imagefolder"):
         assert name in result.stdout.lower()
     assert re.search(r"[\d.]+x", result.stdout)  # ratios against the model's training speed
+
+
+def test_benchmark_distillation_smoke(run_main, digits_teacher) -> None:
+    quick = ["--rounds", "1", "--steps", "1", "--speed-seconds", "0.2", "--batch-size", "8"]
+    result = run_main("scripts/benchmark_distillation.py", "--teacher", str(digits_teacher),
+                      *quick)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"trains at [\d,]+ images/s here", result.stdout)
+    for variant in ("plain", r"distilled, \w+/best\.ckpt \(40 px\)", r"cached, \w+/best\.ckpt"):
+        assert re.search(rf"{variant} .* [\d.]+ ms a step +[\d.]+x plain", result.stdout), variant

@@ -28,12 +28,13 @@ def teacher_label(teacher: str | None) -> str:
 def grouped(rows: Sequence[dict[str, Any]]) -> dict[tuple, dict[tuple, list[float]]]:
     """Test accuracies by student setting, then by (teacher, weight, temperature), ``("", None,
     None)`` for plain runs: the settings that were run both ways only."""
+    done = [r for r in rows if r.get("status") == "ok" and isinstance(r.get("test/acc"), float)]
+    shared = set.intersection(*(set(r.get("overrides") or []) for r in done)) if done else set()
     groups: dict[tuple, dict[tuple, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for row in rows:
-        if row.get("status") == "ok" and isinstance(row.get("test/acc"), float):
-            teacher = teacher_label(row.get("teacher"))
-            how = (teacher, row.get("distill_weight"), row.get("distill_temperature"))
-            groups[_setting(row)][how if teacher else PLAIN].append(row["test/acc"])
+    for row in done:
+        teacher = teacher_label(row.get("teacher"))
+        how = (teacher, _number(row.get("distill_weight")), _number(row.get("distill_temperature")))
+        groups[_setting(row, shared)][how if teacher else PLAIN].append(row["test/acc"])
     first_plain = lambda item: (item[0] != PLAIN, str(item[0]))  # noqa: E731
     return {setting: dict(sorted(by.items(), key=first_plain)) for setting, by in groups.items()
             if PLAIN in by and len(by) > 1}  # fmt: skip
@@ -104,15 +105,23 @@ def _cell(column: str, value: Any) -> str:
         return f"{100 * value:+.2f}"
     if column in PERCENT:
         return f"{100 * value:.2f}"
+    if isinstance(value, float):
+        return f"{value:g}"
     return "" if value is None else str(value)
 
 
-def _setting(row: dict[str, Any]) -> tuple:
-    """(model, alpha, image size, the other overrides that make the student's run)."""
+def _number(value: Any) -> float | None:
+    """1, 1.0 and "1.0" (a weight from the command line or the config) as one value."""
+    return None if value is None else float(value)
+
+
+def _setting(row: dict[str, Any], shared: set[str]) -> tuple:
+    """(model, alpha, image size, the other overrides that make the student's run and that
+    not every run shares)."""
     columns = ("model", "model.alpha", "data.image_size")
     others = [
         override
-        for override in row.get("overrides") or []
+        for override in set(row.get("overrides") or []) - shared
         if not override.lstrip("+~").startswith(NOT_THE_SETTING)
         and override.split("=", 1)[0] not in columns
     ]
@@ -129,9 +138,9 @@ def save_gain_plot(rows: Sequence[dict[str, Any]], path: Path) -> bool:
     groups = grouped(rows)
     if not groups:
         return False
-    widest = max(len(by) for by in groups.values())
-    figure = Figure(figsize=(max(7.0, 1.9 * widest * len(groups)), 5.2), layout="constrained")
-    axes = figure.subplots(1, len(groups), squeeze=False)[0]
+    counts = [len(by) for by in groups.values()]  # a panel's width: its number of teachers
+    figure = Figure(figsize=(max(7.0, 1.4 * sum(counts) + 1.5), 5.2), layout="constrained")
+    axes = figure.subplots(1, len(groups), squeeze=False, width_ratios=counts)[0]
     for ax, (setting, by_teacher) in zip(axes, groups.items(), strict=True):
         for x, ((teacher, *_), accs) in enumerate(by_teacher.items()):
             colour = "C0" if teacher else "0.35"
