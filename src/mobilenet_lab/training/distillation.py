@@ -4,11 +4,14 @@ softened logits the student matches beside (or instead of) the labels.
 The teacher is a checkpoint of this kit, ``timm:<name>`` (timm's pretrained weights, from the
 local cache) or a file ``src/export.py`` wrote (``.onnx``, ``.pte``, ``.tflite``, run in its own
 runtime on the CPU). timm's ``LogitDistillationTask`` owns the student and the training step,
-which here belong to the LightningModule; its loss is the one below (KL divergence of the
-softened distributions, batch mean, x T^2). The teacher is held outside the module's registered
-children, so Lightning's ``.train()`` and ``.to()`` calls, DDP's wrapping, EMA's copy and the
-checkpoint's ``state_dict`` never reach it; it follows the student's device and precision on
-first use, and sees each batch in its own preprocessing (re-normalised, resized).
+which here belong to the LightningModule, and computes its loss inline in its ``forward`` (no
+function to import): the one below, line for line (KL divergence of the softened
+distributions, batch mean, x T^2). timm's ``DistillationTeacher`` builds timm models by name
+only, and as an ``nn.Module`` would become the student's child. Ours is held outside the
+module's registered children, so Lightning's ``.train()`` and ``.to()`` calls, DDP's
+wrapping, EMA's copy and the checkpoint's ``state_dict`` never reach it; it follows the
+student's device and precision on first use, and sees each batch in its own preprocessing
+(re-normalised, resized).
 """
 
 from __future__ import annotations
