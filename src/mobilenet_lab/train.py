@@ -23,7 +23,6 @@ from mobilenet_lab.runs.files import (
 )
 from mobilenet_lab.training.callbacks import RunClock, SaveRunConfig
 from mobilenet_lab.training.ddp_job import ddp_job
-from mobilenet_lab.training.distillation import Teacher
 from mobilenet_lab.training.loggers import resume_point
 from mobilenet_lab.training.optimizer import build_optimizer
 from mobilenet_lab.training.trainer import build_trainer, per_device_batch_size
@@ -101,18 +100,11 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         "started_at": started,  # this segment's
         "first_step_at": clock.first_step_time,
         "overrides": list(HydraConfig.get().overrides.task),
-        **(distillation_record(cfg, module.teacher) if module.teacher else {}),
+        **module.distillation_record(),  # which teacher taught it, if any
     }
     if trainer.is_global_zero:
         write_json_atomic(output_dir / "metrics.json", report)
     return report
-
-
-def distillation_record(cfg: DictConfig, teacher: Teacher) -> dict[str, Any]:
-    """Which teacher taught the run (path, SHA-256) and how: flat keys, report columns."""
-    distill = cfg.module.distill
-    return {**teacher.record(), "distill_weight": distill.get("weight", 0.5),
-            "distill_temperature": distill.get("temperature", 4.0)}  # fmt: skip
 
 
 def global_batch_size(per_device: int, trainer: L.Trainer) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 # Overrides that do not make another student setting: the seed, the distillation itself.
-NOT_THE_SETTING = ("seed", "module.distill.", "paths.", "hydra.")
+NOT_THE_SETTING = ("seed=", "module.distill.")
 
 
 def teacher_label(teacher: str | None) -> str:
@@ -26,15 +26,14 @@ def teacher_label(teacher: str | None) -> str:
 
 
 def grouped(rows: Sequence[dict[str, Any]]) -> dict[tuple, dict[tuple, list[float]]]:
-    """Test accuracies by student setting, then by (teacher, weight, temperature), ``("", None,
-    None)`` for plain runs: the settings that were run both ways only."""
+    """Test accuracies of ``runs_table.report_rows``'s rows by student setting, then by
+    (teacher, weight, temperature), ``PLAIN`` for plain runs: the settings run both ways only."""
     done = [r for r in rows if r.get("status") == "ok" and isinstance(r.get("test/acc"), float)]
-    shared = set.intersection(*(set(r.get("overrides") or []) for r in done)) if done else set()
     groups: dict[tuple, dict[tuple, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in done:
         teacher = teacher_label(row.get("teacher"))
         how = (teacher, _number(row.get("distill_weight")), _number(row.get("distill_temperature")))
-        groups[_setting(row, shared)][how if teacher else PLAIN].append(row["test/acc"])
+        groups[_setting(row)][how if teacher else PLAIN].append(row["test/acc"])
     first_plain = lambda item: (item[0] != PLAIN, str(item[0]))  # noqa: E731
     return {setting: dict(sorted(by.items(), key=first_plain)) for setting, by in groups.items()
             if PLAIN in by and len(by) > 1}  # fmt: skip
@@ -115,17 +114,12 @@ def _number(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _setting(row: dict[str, Any], shared: set[str]) -> tuple:
-    """(model, alpha, image size, the other overrides that make the student's run and that
-    not every run shares)."""
-    columns = ("model", "model.alpha", "data.image_size")
-    others = [
-        override
-        for override in set(row.get("overrides") or []) - shared
-        if not override.lstrip("+~").startswith(NOT_THE_SETTING)
-        and override.split("=", 1)[0] not in columns
-    ]
-    return (row.get("model"), row.get("alpha"), row.get("image_size"), tuple(sorted(others)))
+def _setting(row: dict[str, Any]) -> tuple:
+    """(model, alpha, image size, the other overrides that vary between the runs, from the
+    report's ``varied`` column, but the seed and the distillation's own)."""
+    varied = row.get("varied", "").split()
+    others = [o for o in varied if not o.lstrip("+~").startswith(NOT_THE_SETTING)]
+    return (row.get("model"), row.get("alpha"), row.get("image_size"), tuple(others))
 
 
 def save_gain_plot(rows: Sequence[dict[str, Any]], path: Path) -> bool:
@@ -157,8 +151,8 @@ def save_gain_plot(rows: Sequence[dict[str, Any]], path: Path) -> bool:
         ax.set_title(f"{student_name(setting)}\n{' '.join(setting[3]) or 'as composed'}",
                      fontsize=9)  # fmt: skip
         ax.set_xlabel("teacher")
+        ax.set_ylabel("test accuracy (%)")  # each panel on its own scale
         ax.grid(True, axis="y", alpha=0.3)
-    axes[0].set_ylabel("test accuracy (%)")
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="outside lower center", ncol=2)
     figure.suptitle("What the teacher bought: students distilled and trained plainly")

@@ -36,6 +36,10 @@ TEACHER_EXAMPLE = (
 )
 
 
+# module.distill's keys and their defaults (conf/module/classifier.yaml states the same).
+DEFAULTS = {"teacher": None, "temperature": 4.0, "weight": 0.5, "cache": False}
+
+
 def distillation_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
     """KL(teacher || student) of the logits softened by ``temperature``, x temperature^2."""
     log_student = F.log_softmax(student.float() / temperature, dim=-1)
@@ -163,25 +167,23 @@ class Teacher:
         return {"teacher": self.path, "teacher_sha256": digest.hexdigest()}
 
 
-def check_distill(cfg: DictConfig) -> Teacher | None:
+def check_distill(cfg: DictConfig) -> None:
     """The run's ``module.distill``: a teacher that opens and fits the student's data,
     ``weight`` in [0, 1], ``temperature`` > 0, ``cache`` only where it is valid. One line
-    each, before any run folder; returns the teacher (None: no distillation)."""
-    distill = cfg.module.get("distill")
-    if not distill or not distill.get("teacher"):
-        return None
-    weight, temperature = distill.get("weight", 0.5), distill.get("temperature", 4.0)
+    each, before any run folder."""
+    distill = {**DEFAULTS, **(cfg.module.get("distill") or {})}
+    if not distill["teacher"]:
+        return
+    weight, temperature = distill["weight"], distill["temperature"]
     if not isinstance(weight, int | float) or not 0 <= weight <= 1:
         raise ConfigError(f"module.distill.weight={weight!r} is not valid: use a number in [0, 1]")
     if not isinstance(temperature, int | float) or temperature <= 0:
         raise ConfigError(
             f"module.distill.temperature={temperature!r} is not valid: use a number > 0"
         )
-    if distill.get("cache"):
+    if distill["cache"]:
         check_cache(cfg)
-    teacher = Teacher(str(distill.teacher))
-    teacher.check_fits(cfg.model.num_classes, cfg.model.in_chans)
-    return teacher
+    Teacher(str(distill["teacher"])).check_fits(cfg.model.num_classes, cfg.model.in_chans)
 
 
 def check_cache(cfg: DictConfig) -> None:

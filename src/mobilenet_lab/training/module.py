@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -15,7 +16,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from mobilenet_lab.training.distillation import Teacher, distillation_loss
+from mobilenet_lab.training.distillation import DEFAULTS, Teacher, distillation_loss
 from mobilenet_lab.training.failures import TrainingDiverged
 
 VAL_ACC_BEST_KEY = "val_acc_best"
@@ -47,6 +48,7 @@ class ImageClassifier(L.LightningModule):
         distill: dict | None = None,
     ) -> None:
         super().__init__()
+        distill = {**DEFAULTS, **(distill or {})}  # checkpoints from before a key existed
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.optimizer_factory = optimizer
@@ -71,13 +73,13 @@ class ImageClassifier(L.LightningModule):
     def setup(self, stage: str) -> None:
         """The teacher is loaded for fitting only: eval, export and predict never need it."""
         distill = self.hparams.distill
-        if stage == "fit" and distill and distill.get("teacher") and not self._teacher:
+        if stage == "fit" and distill["teacher"] and not self._teacher:
             teacher = Teacher(distill["teacher"])
             data = getattr(self._trainer, "datamodule", None)
             if hasattr(data, "mean"):  # the student's normalisation, set up before this hook
                 teacher.match_student(data.mean, data.std)
             self._teacher = (teacher,)
-            if distill.get("cache"):  # before any training loader is built (Lightning builds
+            if distill["cache"]:  # before any training loader is built (Lightning builds
                 # one to count the steps for the scheduler, before on_fit_start)
                 data.attach_train_outputs(teacher.logits, self.trainer.strategy.root_device)
 
@@ -85,6 +87,15 @@ class ImageClassifier(L.LightningModule):
     def teacher(self) -> Teacher | None:
         """The distillation teacher, once ``setup("fit")`` has loaded it."""
         return self._teacher[0] if self._teacher else None
+
+    def distillation_record(self) -> dict[str, Any]:
+        """Which teacher taught the run (path, SHA-256) and how, as flat ``metrics.json`` keys
+        (columns of the runs table); empty for a plain run."""
+        if not self.teacher:
+            return {}
+        distill = self.hparams.distill
+        return {**self.teacher.record(), "distill_weight": distill["weight"],
+                "distill_temperature": distill["temperature"]}  # fmt: skip
 
     def configure_model(self) -> None:
         """``compile=true``: torch.compile the network in place (its parameter names and
@@ -119,9 +130,9 @@ class ImageClassifier(L.LightningModule):
         training = split == "train"
         if training and self._teacher:
             distill = self.hparams.distill
-            weight = distill.get("weight", 0.5)
+            weight = distill["weight"]
             taught = cached[0] if cached else self._teacher[0].logits(images)
-            soft = distillation_loss(logits, taught, distill.get("temperature", 4.0))
+            soft = distillation_loss(logits, taught, distill["temperature"])
             loss = soft if weight == 1 else (1 - weight) * loss + weight * soft
         if training and not torch.isfinite(loss):
             self._diverged(loss)
