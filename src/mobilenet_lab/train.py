@@ -14,16 +14,16 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mobilenet_lab.models import as_trained
-from mobilenet_lab.runs.checkpoint import load_checkpoint
 from mobilenet_lab.runs.files import (
-    RUN_CONFIG_KEY,
     print_config_tree,
     scalar_metrics,
     write_json_atomic,
 )
+from mobilenet_lab.runs.record import RunRecord
+from mobilenet_lab.runs.resume import resume_run
 from mobilenet_lab.training.callbacks import RunClock, SaveRunConfig
 from mobilenet_lab.training.ddp_job import ddp_job
-from mobilenet_lab.training.loggers import resume_point
+from mobilenet_lab.training.loggers import ResumePoint
 from mobilenet_lab.training.optimizer import build_optimizer
 from mobilenet_lab.training.trainer import build_trainer, per_device_batch_size
 
@@ -36,8 +36,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
+    resumed = resume_run(cfg) if cfg.get("ckpt_path") else None
+    if resumed:  # the run's own recorded config, with the free settings of this command on top
+        cfg = resumed.config
+        print(resumed.summary())
     output_dir = Path(cfg.paths.output_dir)
     choices = dict(HydraConfig.get().runtime.choices)
+    choices |= resumed.record_choices() if resumed else {}
     with open_dict(cfg):
         cfg.data.batch_size = per_device_batch_size(cfg)
     print_config_tree(cfg, save_to=output_dir / "config_tree.log")
@@ -49,11 +54,17 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     # written out); init_from stays in it as a record of where the weights came from.
     provenance = {k: v for k, v in resolved["model"].items() if k in ("init_from", "pretrained")}
     resolved["model"] = {**as_trained(resolved["model"]), **provenance}
-    run_config = SaveRunConfig(resolved, choices)
+    record = RunRecord(
+        config=resolved,
+        composed=OmegaConf.to_container(cfg, resolve=False),
+        choices=choices,
+        overrides=resumed.overrides if resumed else list(HydraConfig.get().overrides.task),
+        changed_on_resume=resumed.all_changes() if resumed else {},
+    )
     resume = None
-    if cfg.get("ckpt_path"):
-        resume = resume_point(load_checkpoint(cfg.ckpt_path), RUN_CONFIG_KEY)
-    trainer = build_trainer(cfg, extra_callbacks=[clock, run_config], resume=resume)
+    if resumed:
+        resume = ResumePoint(resumed.record.global_step, resumed.record.logger_ids)
+    trainer = build_trainer(cfg, extra_callbacks=[clock, SaveRunConfig(record)], resume=resume)
     global_batch = global_batch_size(cfg.data.batch_size, trainer)
     datamodule = instantiate(cfg.data)
     # Resumed: the checkpoint's weights replace any init_from, which is not read again.
@@ -99,7 +110,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         "segments": clock.segments,  # 1, or 1 + the times it was resumed
         "started_at": started,  # this segment's
         "first_step_at": clock.first_step_time,
-        "overrides": list(HydraConfig.get().overrides.task),
+        "overrides": record.overrides,  # a resumed run's: every segment's (not ckpt_path)
+        "resumed_from": resumed.config.ckpt_path if resumed else None,
+        "changed_on_resume": record.changed_on_resume,
         **module.distillation_record(),  # which teacher taught it, if any
     }
     if trainer.is_global_zero:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import zipfile
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from mobilenet_lab.models.pretrained import as_trained
 from mobilenet_lab.runs.errors import ConfigError, load_tensors
 from mobilenet_lab.runs.files import RUN_CONFIG_KEY
+from mobilenet_lab.runs.record import RunRecord
 
 RESTORED_GROUPS = ("model", "data", "module")
 EVAL_EXAMPLE = "e.g. ckpt_path=logs/train/runs/<time>/checkpoints/best.ckpt"
@@ -57,6 +59,26 @@ def load_checkpoint(ckpt_path: str | None, example: str = EVAL_EXAMPLE) -> dict[
     run = checkpoint[RUN_CONFIG_KEY]
     run["config"] = with_moved_modules(run["config"])
     return checkpoint
+
+
+def read_checkpoint(
+    ckpt_path: str | Path, example: str = EVAL_EXAMPLE
+) -> tuple[dict[str, Any], RunRecord]:
+    """The checkpoint and its run record, read once per process however many checks and flows
+    ask for them (keyed by the file's size and time too: a rewritten file is read anew)."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        load_checkpoint(str(ckpt_path), example)  # its one-line error
+    stat = path.stat()
+    return _read_once(str(path.resolve()), stat.st_mtime_ns, stat.st_size, example)
+
+
+@lru_cache(maxsize=2)
+def _read_once(
+    path: str, mtime_ns: int, size: int, example: str
+) -> tuple[dict[str, Any], RunRecord]:
+    checkpoint = load_checkpoint(path, example)
+    return checkpoint, RunRecord.of(checkpoint)
 
 
 def with_moved_modules(node: Any) -> Any:

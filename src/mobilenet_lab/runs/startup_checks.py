@@ -23,7 +23,6 @@ from mobilenet_lab.deploy.formats import (
     output_paths,
     read_metadata,
 )
-from mobilenet_lab.models.pretrained import as_trained
 from mobilenet_lab.runs.checkpoint import (
     EVAL_EXAMPLE,
     RESUME_EXAMPLE,
@@ -31,20 +30,27 @@ from mobilenet_lab.runs.checkpoint import (
     restore_run_config,
 )
 from mobilenet_lab.runs.errors import ConfigError, check_positive_int
-from mobilenet_lab.runs.files import RUN_CONFIG_KEY, is_training_run
+from mobilenet_lab.runs.files import is_training_run
+from mobilenet_lab.runs.resume import Resumed, resume_run
 from mobilenet_lab.training.distillation import check_distill
-from mobilenet_lab.training.trainer import check_trainer_config, per_device_batch_size
+from mobilenet_lab.training.trainer import (
+    check_trainer_config,
+    device_count,
+    per_device_batch_size,
+)
 
 
 def check_train_config(cfg: DictConfig, hardware: bool = True) -> None:
     """What ``src/train.py`` needs before it may create a run folder (``hardware=False``: the
     job runs on another machine, which checks its own GPUs and cores)."""
+    if cfg.get("ckpt_path"):  # the run's own config, as train() will restore it
+        resumed = resume_run(cfg)
+        check_same_batch(resumed)
+        cfg = resumed.config
     check_trainer_config(cfg.trainer, hardware)
     per_device_batch_size(cfg)
     check_model_and_data(cfg)
     check_distill(cfg)
-    if cfg.get("ckpt_path"):
-        check_resumable(cfg, load_checkpoint(cfg.ckpt_path, example=RESUME_EXAMPLE))
 
 
 def resolve_resume(ckpt_path: str, log_dir: str, task: str) -> Path:
@@ -77,20 +83,21 @@ def resolve_resume(ckpt_path: str, log_dir: str, task: str) -> Path:
     return last.resolve()
 
 
-def check_resumable(cfg: DictConfig, checkpoint: dict[str, Any]) -> None:
-    """The checkpoint must be of the network this config builds, for the same classes."""
-    saved = as_trained(checkpoint[RUN_CONFIG_KEY]["config"]["model"])
-    current = as_trained(OmegaConf.to_container(cfg.model, resolve=True))
-    differences = [
-        f"{key}={saved.get(key)!r} there, {current.get(key)!r} here"
-        for key in sorted(set(saved) | set(current))
-        if saved.get(key) != current.get(key)
-    ]
-    if differences:
-        listing = "; model.".join(differences)
+def check_same_batch(resumed: Resumed) -> None:
+    """More (or fewer) devices on a resume keep the images per optimizer step only through
+    ``global_batch_size``; without it the run would go on at another batch."""
+    cfg, recorded = resumed.config, OmegaConf.create(resumed.record.config)
+    if cfg.get("global_batch_size"):
+        return
+    share = lambda c: device_count(c.trainer) * c.trainer.get("num_nodes", 1)  # noqa: E731
+    before, now = share(recorded), share(cfg)
+    if before != now and not cfg.resume.get("allow_changes"):
+        batch = cfg.data.batch_size
         raise ConfigError(
-            f"ckpt_path={cfg.ckpt_path!r} holds another network (model.{listing}): resume with "
-            "the run's own model settings"
+            f"ckpt_path={cfg.ckpt_path!r}: {now} device(s) instead of the run's {before} would "
+            f"train on {batch * now} images a step instead of {batch * before}: add "
+            f"global_batch_size={batch * before * cfg.trainer.get('accumulate_grad_batches', 1)} "
+            "to keep the run's batch (or resume.allow_changes=true)"
         )
 
 

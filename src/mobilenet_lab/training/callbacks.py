@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 import time
@@ -19,31 +20,31 @@ from torch.optim.swa_utils import update_bn
 
 from mobilenet_lab.runs.errors import check_positive_int
 from mobilenet_lab.runs.files import RUN_CONFIG_KEY
-from mobilenet_lab.training.loggers import LOGGER_IDS_KEY, logger_ids
+from mobilenet_lab.runs.record import RunRecord
+from mobilenet_lab.training.loggers import logger_ids
 
 
 class SaveRunConfig(L.Callback):
-    """Stores the run's composed config in every checkpoint, so ``eval.py`` needs only the path,
-    the data module's class names and normalisation, so predictions read as labels and new
-    images are normalised as the run's were (the digits' mean and std come from their split),
-    and its loggers' run ids, so that a resumed run continues them."""
+    """Stores the run's record (``runs.record.RunRecord``) in every checkpoint, so ``eval.py``
+    needs only the path and a resume continues the run as recorded; at each save it adds the
+    data module's class names and normalisation (predictions read as labels, new images
+    normalised as the run's were: the digits' mean and std come from their split) and the
+    loggers' run ids (a resumed run continues the same runs)."""
 
-    def __init__(self, config: dict[str, Any], choices: dict[str, str]) -> None:
-        self.config = config
-        self.choices = choices
+    def __init__(self, record: RunRecord) -> None:
+        self.record = record
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         data = trainer.datamodule
-        checkpoint[RUN_CONFIG_KEY] = {
-            "config": self.config,
-            "choices": self.choices,
-            "class_names": list(getattr(data, "classes", None) or []) or None,
-            "mean": list(data.mean) if hasattr(data, "mean") else None,
-            "std": list(data.std) if hasattr(data, "std") else None,
-            LOGGER_IDS_KEY: logger_ids(trainer),  # a resumed run continues the same runs
-        }
+        checkpoint[RUN_CONFIG_KEY] = dataclasses.replace(
+            self.record,
+            class_names=list(getattr(data, "classes", None) or []) or None,
+            mean=list(data.mean) if hasattr(data, "mean") else None,
+            std=list(data.std) if hasattr(data, "std") else None,
+            logger_ids=logger_ids(trainer),
+        ).stored()
 
 
 class RunClock(L.Callback):

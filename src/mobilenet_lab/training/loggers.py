@@ -27,8 +27,6 @@ from lightning.pytorch.loggers import (
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig
 
-LOGGER_IDS_KEY = "logger_ids"
-
 
 @dataclass(frozen=True)
 class ResumePoint:
@@ -36,11 +34,6 @@ class ResumePoint:
 
     step: int
     logger_ids: dict[str, str] = field(default_factory=dict)
-
-
-def resume_point(checkpoint: dict[str, Any], run_key: str) -> ResumePoint:
-    """The resume point of a checkpoint written by ``src/train.py``."""
-    return ResumePoint(checkpoint["global_step"], checkpoint[run_key].get(LOGGER_IDS_KEY, {}))
 
 
 def logger_ids(trainer: L.Trainer) -> dict[str, str]:
