@@ -153,9 +153,9 @@ def metrics_of(log_dir: Path, task: str) -> dict:
 def write_test_pngs(ckpt: str, folder: Path) -> None:
     """The run's digits test split as 8-bit grey PNGs named ``<index>_<label>.png``."""
     from mobilenet_lab.data.digits import DigitsDataModule
-    from mobilenet_lab.runs.checkpoint import load_checkpoint
+    from mobilenet_lab.runs.checkpoint import read_checkpoint
 
-    data_cfg = load_checkpoint(ckpt)["mobilenet_lab_run"]["config"]["data"]
+    data_cfg = read_checkpoint(ckpt)[1].config["data"]
     data = DigitsDataModule(**{k: v for k, v in data_cfg.items() if not k.startswith("_")})
     data.setup("test")
     images, labels = data.splits["test"].tensors

@@ -1,6 +1,9 @@
 """A test-only Lightning callback that kills its own process with SIGKILL at a chosen step, so
 kill-and-resume tests interrupt a run exactly where they mean to instead of racing it.
 
+Each fires in the run's first segment only, as a kill would: the run's record keeps the
+callback, and a resume (``trainer.ckpt_path`` set) restores it with the rest of the run.
+
 From the command line (the repository root on ``PYTHONPATH``):
 ``+callbacks.kill._target_=tests.kill_switch.KillSwitch +callbacks.kill.epoch=3
 +callbacks.kill.batch=2``.
@@ -28,7 +31,10 @@ class KillSwitch(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+        if trainer.ckpt_path is None and (trainer.current_epoch, batch_idx) == (
+            self.epoch,
+            self.batch,
+        ):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -40,5 +46,5 @@ class Crash(L.Callback):
         self.epoch = epoch
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch == self.epoch:
+        if trainer.ckpt_path is None and trainer.current_epoch == self.epoch:
             raise RuntimeError(f"crashed on purpose as epoch {self.epoch} starts")

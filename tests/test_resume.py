@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 from pathlib import Path
 
@@ -159,3 +160,91 @@ def test_a_pickle_that_runs_code_is_refused_in_one_line(
     assert "weights_only" not in result.stderr
     assert not marker.exists()
     assert not (tmp_path / "logs").exists()
+
+
+# Issue 27: a resume continues the recorded run. Non-default data, optimizer, EMA and a teacher.
+RECORDED = ["debug=limit", "model.alpha=0.25", "data.image_size=36", "optimizer.lr=0.03",
+            "callbacks=ema", "trainer.limit_train_batches=4", "trainer.max_epochs=4",
+            "trainer.deterministic=true", "trainer.enable_progress_bar=false",
+            "~callbacks.model_summary"]  # fmt: skip
+
+
+def record_of(run_dir: Path):
+    from mobilenet_lab.runs.checkpoint import load_checkpoint
+    from mobilenet_lab.runs.record import RunRecord
+
+    return RunRecord.of(load_checkpoint(str(run_dir / "checkpoints" / "last.ckpt")))
+
+
+def lr_by_epoch(run_dir: Path) -> list[float]:
+    with open(run_dir / "csv" / "metrics.csv", newline="") as file:
+        return [float(row["lr-SGD/pg1"]) for row in csv.DictReader(file) if row.get("lr-SGD/pg1")]
+
+
+def test_ckpt_path_last_alone_continues_the_recorded_run(
+    run_main, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, digits_teacher: Path
+) -> None:
+    """Crashed as epoch 2 starts, resumed with ``ckpt_path=last`` alone: the run's own data,
+    optimizer, EMA and teacher come back from its checkpoint, and it ends with the config and
+    the metrics of the same run uninterrupted. Then: a changed setting is refused in one line
+    (no folder, the run untouched); with resume.allow_changes=true it is taken and recorded;
+    the longer horizon's learning rate goes on down, never back up."""
+    from mobilenet_lab.analysis.runs_table import read_runs, report_rows
+    from mobilenet_lab.training.callbacks import RunClock
+
+    settings = [*RECORDED, f"module.distill.teacher={digits_teacher}"]
+    straight = run_main("src/train.py", *settings, f"paths.log_dir={tmp_path / 'a'}")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    def crash(self, trainer, module) -> None:  # a kill, outside the run's config
+        if trainer.current_epoch == 2 and trainer.ckpt_path is None:
+            raise RuntimeError("crashed on purpose")
+
+    logs = tmp_path / "b"
+    with monkeypatch.context() as patch:
+        patch.setattr(RunClock, "on_train_epoch_start", crash, raising=False)
+        crashed = run_main("src/train.py", *settings, f"paths.log_dir={logs}")
+    assert crashed.returncode == 1 and "crashed on purpose" in crashed.stderr
+    resumed = run_main("src/train.py", "ckpt_path=last", f"paths.log_dir={logs}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "with the run's recorded config" in resumed.stdout
+
+    run_a, run_b = the_run(tmp_path / "a"), the_run(logs)
+    metrics = [json.loads((run / "metrics.json").read_text()) for run in (run_a, run_b)]
+    assert metrics[1]["test"] == metrics[0]["test"] and metrics[1]["val"] == metrics[0]["val"]
+    assert metrics[1]["segments"] == 2 and metrics[1]["changed_on_resume"] == []
+    assert "ckpt_path=last" not in metrics[1]["overrides"]
+    records = [record_of(run) for run in (run_a, run_b)]
+    for group in ("model", "data", "module", "optimizer", "scheduler", "seed"):
+        assert records[1].config[group] == records[0].config[group], group
+    assert records[1].config["module"]["distill"]["teacher"] == str(digits_teacher)
+    assert set(records[1].config["callbacks"]) == set(records[0].config["callbacks"])
+    assert records[1].config["trainer"]["max_epochs"] == 4
+    (row_a,), (row_b,) = read_runs([run_a]), read_runs([run_b])
+    varied = [row["varied"] for row in report_rows([row_a, row_b])]
+    assert varied[0] == varied[1]  # one setting: the resumed run is one of its seeds
+
+    last = run_b / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    command = ["src/train.py", "ckpt_path=last", f"paths.log_dir={logs}", "trainer.max_epochs=6"]
+    refused = run_main(*command, "optimizer.lr=0.05", "callbacks=default")
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    (line,) = refused.stderr.strip().splitlines()
+    assert "optimizer.lr=0.03 recorded, 0.05 now" in line and "callbacks.ema=" in line
+    assert "resume.allow_changes=true" in line and "max_epochs" not in line
+    assert last.read_bytes() == before and the_run(logs) == run_b
+
+    changed = run_main(*command, "optimizer.lr=0.05", "resume.allow_changes=true")
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    assert "Learning-rate schedule resumed at step 16 over 24 steps" in changed.stdout
+    final = json.loads((run_b / "metrics.json").read_text())
+    assert final["changed_on_resume"] == [
+        "optimizer.lr: 0.03 -> 0.05",
+        "trainer.max_epochs: 4 -> 6",
+    ]
+    assert (
+        "optimizer.lr=0.05" in final["overrides"] and "trainer.max_epochs=6" in final["overrides"]
+    )
+    assert final["epochs"] == 6 and final["lr"] == 0.05
+    lrs = lr_by_epoch(run_b)  # at each epoch's start: warm-up, then down, on past the extension
+    assert len(lrs) == 6 and all(a > b for a, b in itertools.pairwise(lrs[1:]))

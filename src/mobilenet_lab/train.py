@@ -20,7 +20,7 @@ from mobilenet_lab.runs.files import (
     write_json_atomic,
 )
 from mobilenet_lab.runs.record import RunRecord
-from mobilenet_lab.runs.resume import resume_run
+from mobilenet_lab.runs.resume import listed, resume_run
 from mobilenet_lab.training.callbacks import RunClock, SaveRunConfig
 from mobilenet_lab.training.ddp_job import ddp_job
 from mobilenet_lab.training.loggers import ResumePoint
@@ -112,7 +112,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         "first_step_at": clock.first_step_time,
         "overrides": record.overrides,  # a resumed run's: every segment's (not ckpt_path)
         "resumed_from": resumed.config.ckpt_path if resumed else None,
-        "changed_on_resume": record.changed_on_resume,
+        "changed_on_resume": listed(record.changed_on_resume),  # every segment's
         **module.distillation_record(),  # which teacher taught it, if any
     }
     if trainer.is_global_zero:

@@ -20,8 +20,11 @@ from mobilenet_lab.analysis.tables import write_csv
 from mobilenet_lab.runs.errors import ConfigError
 from mobilenet_lab.runs.files import entry_point
 
-# Overrides shown as columns already, left out of the report's ``varied`` column.
-SHOWN_KEYS = ("model", "model.alpha", "data.image_size", "paths.log_dir", "module.distill.teacher")
+# Overrides left out of the report's ``varied`` column: those shown as columns already, and
+# those that say where a run is or how it was resumed, not what it is (a resumed or requeued
+# run is one run of its setting, grouped with its seeds).
+SHOWN_KEYS = ("model", "model.alpha", "data.image_size", "module.distill.teacher")
+NOT_A_SETTING = ("ckpt_path", "resume", "paths", "hydra", "task_name")
 
 
 def flatten(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -156,9 +159,11 @@ def _varied_overrides(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Each row's overrides that differ between the rows and are not shown as columns."""
     sets = [set(row.get("overrides") or []) for row in rows]
     common = set.intersection(*sets) if sets else set()
-    return [
-        " ".join(_short(o) for o in sorted(s - common) if _key(o) not in SHOWN_KEYS) for s in sets
-    ]
+    return [" ".join(_short(o) for o in sorted(s - common) if _is_setting(_key(o))) for s in sets]
+
+
+def _is_setting(key: str) -> bool:
+    return key not in SHOWN_KEYS and key.split(".")[0] not in NOT_A_SETTING
 
 
 def _key(override: str) -> str:

@@ -17,7 +17,7 @@ from mobilenet_lab.deploy.formats import format_of, open_file
 from mobilenet_lab.deploy.preprocessing import Preprocessing
 from mobilenet_lab.models.pretrained import as_trained
 from mobilenet_lab.runs.checkpoint import checkpoint_weights, load_checkpoint
-from mobilenet_lab.runs.files import RUN_CONFIG_KEY
+from mobilenet_lab.runs.record import RunRecord
 
 
 def load_network(cfg: DictConfig, checkpoint: dict[str, Any], weights: str) -> nn.Module:
@@ -35,7 +35,7 @@ class TorchModel:
     def __init__(self, ckpt_path: str, weights: str, device: str) -> None:
         checkpoint = load_checkpoint(ckpt_path)
         self.preprocessing = Preprocessing.from_checkpoint(checkpoint)
-        run_cfg = OmegaConf.create(checkpoint[RUN_CONFIG_KEY]["config"])
+        run_cfg = OmegaConf.create(RunRecord.of(checkpoint).config)
         self.device = torch.device(device)
         self.net = load_network(run_cfg, checkpoint, weights).to(self.device)
 

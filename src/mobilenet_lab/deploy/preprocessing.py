@@ -20,7 +20,7 @@ from PIL import Image
 from torch import Tensor
 
 from mobilenet_lab.data.batch_transforms import resize
-from mobilenet_lab.runs.files import RUN_CONFIG_KEY
+from mobilenet_lab.runs.record import RunRecord
 
 TIMM_EVAL = "timm_eval"  # image folders
 RESIZE_WHOLE = "resize_whole"  # in-memory sets
@@ -46,11 +46,11 @@ class Preprocessing:
     def from_checkpoint(cls, checkpoint: dict[str, Any]) -> Preprocessing:
         """From the run config a checkpoint carries (class names and normalisation: see
         ``SaveRunConfig``; checkpoints older than that fall back to the data config)."""
-        run = checkpoint[RUN_CONFIG_KEY]
-        data, model = run["config"]["data"], run["config"]["model"]
+        run = RunRecord.of(checkpoint)
+        data, model = run.config["data"], run.config["model"]
         folders = "data_dir" in data and "crop_pct" in data
-        mean = run.get("mean") or data.get("mean")
-        std = run.get("std") or data.get("std")
+        mean = run.mean or data.get("mean")
+        std = run.std or data.get("std")
         if mean is None or std is None:  # an in-memory set's checkpoint from before SaveRunConfig
             mean, std = _data_module_normalisation(data)
         return cls(
@@ -59,10 +59,10 @@ class Preprocessing:
             in_chans=int(data["in_chans"]),
             mean=tuple(float(m) for m in mean),
             std=tuple(float(s) for s in std),
-            class_names=tuple(run["class_names"]) if run.get("class_names") else None,
+            class_names=tuple(run.class_names) if run.class_names else None,
             crop_pct=float(data.get("crop_pct", 1.0)),
             interpolation=str(data.get("interpolation", "bilinear")),
-            model=run["choices"].get("model"),
+            model=run.choices.get("model"),
             alpha=model.get("alpha"),
         )
 

@@ -108,9 +108,9 @@ def restore_run_config(
     (``data.batch_size=...``) is copied from ``cfg`` onto the saved group. Returns the config
     and the group choices (model and data names) it stands for.
     """
-    run = checkpoint[RUN_CONFIG_KEY]
-    saved = OmegaConf.create(run["config"])
-    restored_choices = {**choices, **{g: run["choices"][g] for g in RESTORED_GROUPS}}
+    run = RunRecord.of(checkpoint)
+    saved = OmegaConf.create(run.config)
+    restored_choices = {**choices, **{g: run.choices[g] for g in RESTORED_GROUPS}}
     merged = cfg.copy()
     parsed = OverridesParser.create().parse_overrides(list(overrides))
     keys = [override.key_or_group for override in parsed]

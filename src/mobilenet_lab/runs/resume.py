@@ -78,14 +78,17 @@ class Resumed:
 
     def summary(self) -> str:
         """One line saying what is continued and what changes."""
-        changed = "; ".join(
-            f"{key} {c['recorded']} -> {c['now']}" for key, c in self.changes.items()
-        )
+        changed = "; ".join(listed(self.changes))
         return (
-            f"Resuming {self.config.ckpt_path} after epoch {self.record.epoch} (step "
+            f"Resuming {self.config.ckpt_path} after {self.record.epoch + 1} epoch(s) (step "
             f"{self.record.global_step}) with the run's recorded config"
             + (f"; changed: {changed}" if changed else "")
         )
+
+
+def listed(changes: dict[str, dict[str, Any]]) -> list[str]:
+    """Changes as ``metrics.json`` lists them: ``trainer.max_epochs: 4 -> 8``."""
+    return [f"{key}: {_show(c['recorded'])} -> {_show(c['now'])}" for key, c in changes.items()]
 
 
 def resume_run(cfg: DictConfig) -> Resumed:

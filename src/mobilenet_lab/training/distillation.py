@@ -101,7 +101,7 @@ class Teacher:
         from mobilenet_lab.deploy.loading import load_network
         from mobilenet_lab.deploy.preprocessing import Preprocessing
         from mobilenet_lab.runs.checkpoint import load_checkpoint
-        from mobilenet_lab.runs.files import RUN_CONFIG_KEY
+        from mobilenet_lab.runs.record import RunRecord
 
         if format_of(path) is not None:
             self.runtime = open_file(path)
@@ -111,7 +111,7 @@ class Teacher:
         else:
             checkpoint = load_checkpoint(path, TEACHER_EXAMPLE)
             prep = Preprocessing.from_checkpoint(checkpoint)
-            config = OmegaConf.create(checkpoint[RUN_CONFIG_KEY]["config"])
+            config = OmegaConf.create(RunRecord.of(checkpoint).config)
             self.net = load_network(config, checkpoint, "averaged")
             self.num_classes = int(config.model.num_classes)
         self.in_chans, self.image_size = prep.in_chans, prep.image_size

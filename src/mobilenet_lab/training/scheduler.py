@@ -15,7 +15,7 @@ import math
 from functools import partial
 from typing import Any
 
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
@@ -50,11 +50,12 @@ class StepSchedule(LRScheduler):
         before = state_dict.get("horizon")
         if before != self.horizon:
             end = self.lr_at(self.horizon, self.base_lrs[0])
-            rank_zero_info(
-                f"Learning-rate schedule resumed at step {self.last_epoch} over {self.horizon} "
-                f"steps (the checkpoint's run: {before or 'unknown'}): lr {restored:.4g} at the "
-                f"checkpoint -> {self._last_lr[0]:.4g} now, {end:.4g} at step {self.horizon}"
-            )
+            if rank_zero_only.rank == 0:  # on the console beside the resume's own line
+                print(
+                    f"Learning-rate schedule resumed at step {self.last_epoch} over {self.horizon} "
+                    f"steps (the checkpoint's run: {before or 'unknown'}): lr {restored:.4g} at the "
+                    f"checkpoint -> {self._last_lr[0]:.4g} now, {end:.4g} at step {self.horizon}"
+                )
 
 
 def cosine(
