@@ -52,9 +52,10 @@ class StepSchedule(LRScheduler):
             end = self.lr_at(self.horizon, self.base_lrs[0])
             if rank_zero_only.rank == 0:  # on the console beside the resume's own line
                 print(
-                    f"Learning-rate schedule resumed at step {self.last_epoch} over {self.horizon} "
-                    f"steps (the checkpoint's run: {before or 'unknown'}): lr {restored:.4g} at the "
-                    f"checkpoint -> {self._last_lr[0]:.4g} now, {end:.4g} at step {self.horizon}"
+                    f"Learning-rate schedule resumed at step {self.last_epoch} over "
+                    f"{self.horizon} steps (the checkpoint's run: {before or 'unknown'}): lr "
+                    f"{restored:.4g} at the checkpoint -> {self._last_lr[0]:.4g} now, {end:.4g} "
+                    f"at step {self.horizon}"
                 )
 
 
