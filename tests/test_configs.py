@@ -159,7 +159,8 @@ def test_recipe_builds_and_takes_one_step(make_cfg, image_tree, recipe: str) -> 
     optimizer.step()
     scheduler.step()
     if recipe == "paper_v1":  # no warmup; x0.94 every 25 steps
-        assert (scheduler.step_size, scheduler.gamma) == (25, 0.94)
+        lr_at = scheduler.lr_at
+        assert (lr_at.keywords["step_size"], lr_at.keywords["gamma"]) == (25, 0.94)
         assert cfg.module.label_smoothing == 0.0 and cfg.model.act == "relu"
     if recipe == "cifar_v1":  # the CIFAR port's stride-1 stem: 32 px ends at 2x2
         assert net.stem[0].stride == (1, 1)

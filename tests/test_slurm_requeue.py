@@ -57,7 +57,8 @@ def test_a_preempted_job_resumes_from_its_own_last_checkpoint(run_main, tmp_path
     metrics = json.loads((job_dir / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["epochs"] == 4
     assert metrics["segments"] == 2  # the requeued job continued the first one's checkpoint
-    assert f"ckpt_path={last}" in metrics["overrides"]
+    assert metrics["resumed_from"] == str(last)  # and the setting is the job's own (the report
+    assert not any(o.startswith("ckpt_path") for o in metrics["overrides"])  # groups it so)
     with open(job_dir / "csv" / "metrics.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     # the rows of epochs 0 and 1, logged before the preemption, kept; each epoch once
