@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from mobilenet_lab.deploy.formats import (
@@ -23,6 +23,7 @@ from mobilenet_lab.deploy.formats import (
     output_paths,
     read_metadata,
 )
+from mobilenet_lab.models.pretrained import as_trained
 from mobilenet_lab.runs.checkpoint import (
     EVAL_EXAMPLE,
     RESUME_EXAMPLE,
@@ -46,7 +47,9 @@ def check_train_config(cfg: DictConfig, hardware: bool = True) -> None:
     if cfg.get("ckpt_path"):  # the run's own config, as train() will restore it
         resumed = resume_run(cfg)
         check_same_batch(resumed)
-        cfg = resumed.config
+        cfg = resumed.config.copy()
+        with open_dict(cfg):  # the checkpoint's weights replace init_from's, not read again
+            cfg.model = as_trained(cfg.model)
     check_trainer_config(cfg.trainer, hardware)
     per_device_batch_size(cfg)
     check_model_and_data(cfg)
