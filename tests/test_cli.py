@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, run_cli, started
+from tests.kill_switch import kill_env
 
 pytestmark = pytest.mark.slow
 TINY = ["debug=limit", "trainer.enable_progress_bar=false", "~callbacks.model_summary"]
@@ -192,12 +193,12 @@ RESUMABLE = ["trainer.max_epochs=4", "trainer.limit_train_batches=3", "trainer.d
              "trainer.enable_progress_bar=false"]  # fmt: skip
 
 
-def kill_at(epoch: int) -> list[str]:
-    """Overrides that add tests/kill_switch.py: SIGKILL as training epoch ``epoch`` starts."""
-    return [
-        "+callbacks.kill._target_=tests.kill_switch.KillSwitch",
-        f"+callbacks.kill.epoch={epoch}",
-    ]
+KILL = "+callbacks.kill._target_=tests.kill_switch.KillSwitch"  # fires where kill_env says
+
+
+def kill_at(epoch: int) -> dict[str, str]:
+    """The environment for tests/kill_switch.py: SIGKILL as training epoch ``epoch`` starts."""
+    return {"PYTHONPATH": str(ROOT), **kill_env(epoch)}
 
 
 def saved_epoch(checkpoint: Path) -> int:
@@ -215,9 +216,7 @@ def test_killed_run_resumed_twice_matches_an_uninterrupted_one(run_main, tmp_pat
     expected = json.loads((expected_dir / "metrics.json").read_text())
 
     logs = tmp_path / "b"
-    with_tests = {"PYTHONPATH": str(ROOT)}  # for tests.kill_switch
-    killed = run_cli("src/train.py", *RESUMABLE, *kill_at(2), f"paths.log_dir={logs}",
-                     env=with_tests)  # fmt: skip
+    killed = run_cli("src/train.py", *RESUMABLE, KILL, f"paths.log_dir={logs}", env=kill_at(2))
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     (run_dir,) = runs(logs)
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -225,12 +224,11 @@ def test_killed_run_resumed_twice_matches_an_uninterrupted_one(run_main, tmp_pat
     assert saved_epoch(last) == 1  # last.ckpt holds the last finished epoch, not validated
     assert not (run_dir / "checkpoints" / "best.ckpt").exists()  # no validation yet
 
-    killed = run_cli("src/train.py", *RESUMABLE, *kill_at(3), f"paths.log_dir={logs}",
-                     "ckpt_path=last", env=with_tests)  # fmt: skip
+    killed = run_cli("src/train.py", f"paths.log_dir={logs}", "ckpt_path=last", env=kill_at(3))
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert saved_epoch(last) == 2  # the resumed part trained epoch 2
 
-    resumed = run_main("src/train.py", *RESUMABLE, f"paths.log_dir={logs}", f"ckpt_path={last}")
+    resumed = run_main("src/train.py", f"paths.log_dir={logs}", f"ckpt_path={last}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert runs(logs) == [run_dir]  # both resumptions continued in the run's own folder
     assert len(list((run_dir / ".hydra").glob("resumed_*/overrides.yaml"))) == 2

@@ -28,6 +28,7 @@ from mobilenet_lab.runs.files import RUN_CONFIG_KEY
 from mobilenet_lab.train import train
 from mobilenet_lab.training.module import ImageClassifier
 from tests.conftest import compose_cfg, run_cli, test_split_accuracy
+from tests.kill_switch import CRASH_AT, kill_env
 
 TINY = ["debug=limit", "model.alpha=0.25", "data.image_size=32", "trainer.deterministic=true",
         "trainer.enable_progress_bar=false", "~callbacks.model_summary"]  # fmt: skip
@@ -131,7 +132,8 @@ def test_a_ported_start_rebuilds_from_the_checkpoint_alone(
 
     scored = evaluate(compose_cfg("eval", [f"ckpt_path={last}"], tmp_path / "eval"))
     assert scored["test"]["test/acc"] == pytest.approx(test_split_accuracy(reference, data))
-    resumed = train(compose_cfg("train", [*TINY, *overrides, f"ckpt_path={last}"], run_dir))
+    extended = [*TINY, *overrides, "trainer.max_epochs=2", f"ckpt_path={last}"]
+    resumed = train(compose_cfg("train", extended, run_dir))
     assert resumed["epochs"] == 2 and resumed["segments"] == 2
 
 
@@ -144,7 +146,10 @@ def csv_val_acc(run_dir: Path) -> list[float]:
 @pytest.mark.parametrize("extra", [[], ["callbacks=ema"], ["callbacks=ema", "distill"]],
                          ids=["plain", "ema", "ema_distilled"])  # fmt: skip
 def test_resume_continues_best_metric_wall_time_and_the_report(
-    extra: list[str], tmp_path: Path, request: pytest.FixtureRequest
+    extra: list[str],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Item 4 (and resume x EMA, x distillation): 4 epochs, crashed as epoch 2 starts, resumed
     in the same folder: the same metrics as 4 straight epochs, ``val/acc_best`` over all 4, the
@@ -157,8 +162,9 @@ def test_resume_continues_best_metric_wall_time_and_the_report(
     settings = [*TINY, *extra, "trainer.limit_train_batches=4", "trainer.max_epochs=4"]
     straight = train(compose_cfg("train", settings, tmp_path / "a"))
     run_dir = tmp_path / "b"
-    crash = ["+callbacks.crash._target_=tests.kill_switch.Crash", "+callbacks.crash.epoch=2"]
-    with pytest.raises(RuntimeError, match="crashed on purpose"):
+    crash = ["+callbacks.crash._target_=tests.kill_switch.Crash"]
+    with monkeypatch.context() as patch, pytest.raises(RuntimeError, match="crashed on purpose"):
+        patch.setenv(CRASH_AT, "2")
         train(compose_cfg("train", [*settings, *crash], run_dir))
     last = run_dir / "checkpoints" / "last.ckpt"
     assert load_checkpoint(str(last))["epoch"] == 1
@@ -257,13 +263,14 @@ def test_a_killed_ddp_run_resumes_on_all_its_processes(
     args = ["trainer=ddp_cpu", "debug=limit", "model.alpha=0.25", "trainer.max_epochs=2",
             "trainer.enable_progress_bar=false", "~callbacks.model_summary",
             f"module.distill.teacher={digits_teacher}", f"paths.log_dir={tmp_path}"]  # fmt: skip
-    kill = ["+callbacks.kill._target_=tests.kill_switch.KillSwitch", "+callbacks.kill.epoch=1"]
-    killed = run_cli("src/train.py", *args, *kill, env={"PYTHONPATH": str(ROOT)})
+    kill = "+callbacks.kill._target_=tests.kill_switch.KillSwitch"
+    with_tests = {"PYTHONPATH": str(ROOT)}  # the run's record names tests.kill_switch
+    killed = run_cli("src/train.py", *args, kill, env={**with_tests, **kill_env(1)})
     assert killed.returncode == -9, killed.stderr[-3000:]
     (run_dir,) = (tmp_path / "train" / "runs").glob("*")
     assert load_checkpoint(str(run_dir / "checkpoints" / "last.ckpt"))["epoch"] == 0
 
-    resumed = run_cli("src/train.py", *args, "ckpt_path=last")
+    resumed = run_cli("src/train.py", *args, "ckpt_path=last", env=with_tests)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Starting with 2 processes" in resumed.stdout + resumed.stderr
     assert list((tmp_path / "train" / "runs").glob("*")) == [run_dir]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, run_cli
+from tests.kill_switch import kill_env
 
 pytestmark = pytest.mark.slow
 # Validated every epoch, so that each epoch leaves a row of val metrics to count.
@@ -55,9 +56,9 @@ def test_resume_continues_csv_tensorboard_and_the_mlflow_run(run_main, tmp_path:
 
 def test_kill_in_epoch_3_then_resume_logs_each_epoch_once(run_main, tmp_path: Path) -> None:
     args = [*TINY, f"paths.log_dir={tmp_path}", "trainer.max_epochs=4"]
-    env = {"PYTHONPATH": str(ROOT)}
+    env = {"PYTHONPATH": str(ROOT), **kill_env(3, batch=1)}
     killed = run_cli("src/train.py", *args, "+callbacks.kill._target_=tests.kill_switch.KillSwitch",
-                     "+callbacks.kill.epoch=3", "+callbacks.kill.batch=1", env=env)  # fmt: skip
+                     env=env)  # fmt: skip
     assert killed.returncode == -9, killed.stderr[-3000:]  # SIGKILL, in the middle of epoch 3
     run_dir = the_run(tmp_path)
     assert not (run_dir / "metrics.json").exists()

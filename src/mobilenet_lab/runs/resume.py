@@ -20,6 +20,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
@@ -139,10 +140,14 @@ def _given_keys(new: dict, record: RunRecord, hydra_cfg: DictConfig) -> tuple[li
     recorded = record.composed or record.config
     for option in (o for o in overrides if o.key_or_group in groups):
         others = [o.input_line for o in overrides if o is not option]
-        keys.update(_differing_keys(new, _plain(_compose(hydra_cfg, others))))
         group = option.key_or_group
         theirs, ours = recorded.get(group), new.get(group)
-        if record.choices.get(group) != option.value() and isinstance(theirs, dict):
+        try:
+            keys.update(_differing_keys(new, _plain(_compose(hydra_cfg, others))))
+            whole_group = record.choices.get(group) != option.value()
+        except HydraException:  # the other overrides need this option (data.data_dir of
+            whole_group = True  # data=imagefolder): then it sets its whole group
+        if whole_group and isinstance(theirs, dict):
             keys.update(
                 f"{group}.{key}"
                 for key in _differing_keys(ours if isinstance(ours, dict) else {}, theirs)
