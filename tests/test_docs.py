@@ -41,9 +41,9 @@ COMPOSE_ONLY = {"trainer=gpu", "trainer=ddp", "trainer=ddp_cpu", "hydra/launcher
 CHEAP_SCRIPT_ARGS = {
     "scripts/benchmark_export.py": ["--quick", "--repeats", "1", "--runtimes", "torch,onnx_fp32"]
 }
-# Run, in a smoke mode, by tests/test_scripts.py.
+# Run, in a smoke mode, by tests/test_scripts.py (gpu_check.sh: its --cpu dry run).
 SMOKE_TESTED = {"scripts/benchmark_train.py", "scripts/benchmark_data.py",
-                "scripts/benchmark_distillation.py"}  # fmt: skip
+                "scripts/benchmark_distillation.py", "scripts/gpu_check.sh"}  # fmt: skip
 # Recipes made for GPUs run here on the CPU preset.
 GPU_RECIPES = {f"experiment={path.stem}" for path in (ROOT / "conf" / "experiment").glob("*.yaml")
                if "override /trainer: gpu" in path.read_text()}  # fmt: skip
@@ -170,7 +170,7 @@ def covered_elsewhere(words: list[str]) -> bool:
     """The set-up and test commands (``.ci/run`` runs the README's, test_lint runs ruff), and
     the benchmarks tests/test_scripts.py runs."""
     line = shlex.join(words)
-    if words[0] == "python" and words[1] in SMOKE_TESTED:
+    if words[0] in ("python", "bash") and words[1] in SMOKE_TESTED:
         assert f'"{words[1]}"' in (ROOT / "tests" / "test_scripts.py").read_text()
         return True
     if words[0] == "pip":

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -38,3 +45,24 @@ def test_benchmark_distillation_smoke(run_main, digits_teacher) -> None:
     assert re.search(r"trains at [\d,]+ images/s here", result.stdout)
     for variant in ("plain", r"distilled, \w+/best\.ckpt \(40 px\)", r"cached, \w+/best\.ckpt"):
         assert re.search(rf"{variant} .* [\d.]+ ms a step +[\d.]+x plain", result.stdout), variant
+
+
+def test_gpu_check_dry_run(tmp_path: Path) -> None:
+    """The GPU proof script's dry run (``--cpu``), from another folder and with PYTHONPATH
+    emptied (the script sets it itself): the table of the four models, written."""
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": ""}
+    script = ROOT / "scripts/gpu_check.sh"
+    result = subprocess.run(["bash", str(script), "--cpu", str(tmp_path / "out")], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "pytest -m gpu skipped (--cpu); benchmark passed" in result.stdout
+    table = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    names = {"V1 1.0 (ours)", "timm mobilenetv1_100", "timm mobilenetv2_100",
+             "timm mobilenetv3_large_100"}  # fmt: skip
+    assert {row["name"] for row in table["rows"]} == names
+    assert all(row["status"] == "ok" and row["images_per_s"] > 0 for row in table["rows"])
+    markdown = (tmp_path / "out" / "gpu_check.md").read_text()
+    assert all(f"| {name} | false | " in markdown for name in names)
+    assert "not built yet" in markdown  # the GPU-decode input path: said, not pretended
+    bad = subprocess.run(["bash", str(script), "--gpus=2"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown option --gpus=2" in bad.stderr
