@@ -114,7 +114,8 @@ class ImageFolderDataModule(L.LightningDataModule):
     process may use (see ``default_num_workers``; at most 8). Construction only checks the
     folders (cheap: the config check builds this module too); ``setup`` lists the images.
     ``strict=true`` decodes every image there and fails listing the broken ones; otherwise each
-    is replaced by the next readable image and reported at the end of each epoch."""
+    is replaced by the next readable image and reported at the end of each epoch.
+    ``augment=false`` gives training the eval transform (``debug=overfit``)."""
 
     def __init__(
         self,
@@ -133,6 +134,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         mean: tuple[float, ...] = IMAGENET_MEAN,
         std: tuple[float, ...] = IMAGENET_STD,
         strict: bool = False,
+        augment: bool = True,
     ) -> None:
         super().__init__()
         check_positive_int("image_size", image_size)
@@ -177,7 +179,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         hp = self.hparams
         common = {"input_size": hp.image_size, "interpolation": hp.interpolation,
                   "mean": tuple(hp.mean), "std": tuple(hp.std)}  # fmt: skip
-        if not training:
+        if not (training and hp.augment):
             return create_transform(**common, is_training=False, crop_pct=hp.crop_pct)
         return create_transform(
             **common, is_training=True, hflip=hp.hflip, color_jitter=hp.color_jitter,
