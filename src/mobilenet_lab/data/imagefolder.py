@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from PIL import Image
 from torch import Tensor
@@ -115,7 +116,8 @@ class ImageFolderDataModule(L.LightningDataModule):
     folders (cheap: the config check builds this module too); ``setup`` lists the images.
     ``strict=true`` decodes every image there and fails listing the broken ones; otherwise each
     is replaced by the next readable image and reported at the end of each epoch.
-    ``augment=false`` gives training the eval transform (``debug=overfit``)."""
+    ``augment=false`` gives training the eval transform (``debug=overfit``). ``test_split``:
+    the folder the test step scores, ``test`` or, when there is none, ``val``."""
 
     def __init__(
         self,
@@ -148,8 +150,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.classes = class_names(root / "train")
         if not (root / "val").is_dir():
             raise ConfigError(f"data_dir={data_dir!r} has no val/ folder of class folders")
-        test = "test" if (root / "test").is_dir() else "val"
-        self.split_dirs = {"train": root / "train", "val": root / "val", "test": root / test}
+        self.test_split = "test" if (root / "test").is_dir() else "val"
+        self.split_dirs = {"train": root / "train", "val": root / "val"}
+        self.split_dirs["test"] = root / self.test_split
         for split_dir in dict.fromkeys(self.split_dirs.values()):
             empty = empty_class_folders(split_dir, self.classes)
             if empty:
@@ -217,6 +220,11 @@ class ImageFolderDataModule(L.LightningDataModule):
         return self._loader("val", training=False)
 
     def test_dataloader(self) -> DataLoader:
+        if self.test_split == "val" and rank_zero_only.rank == 0:
+            print(
+                f"Testing on val/: {self.hparams.data_dir} has no test/ folder, and val/ also "
+                "chose best.ckpt, so the test metrics are not of held-out images"
+            )
         return self._loader("test", training=False)
 
     def calibration_dataloader(self) -> DataLoader:

@@ -27,6 +27,7 @@ class InMemoryDataModule(L.LightningDataModule):
     mean: tuple[float, ...]
     std: tuple[float, ...]
     pixel_max = 255.0  # value of a white pixel in the stored tensors
+    test_split = "test"  # the split the test step scores: a held-out one here
 
     def __init__(
         self, image_size: int, batch_size: int, num_classes: int, in_chans: int, augment: bool
