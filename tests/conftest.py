@@ -215,3 +215,33 @@ def test_split_accuracy(
 
 
 test_split_accuracy.__test__ = False  # a helper, not a test
+
+
+def norm_layer_types(net: Any) -> list[type]:
+    """The types of ``net``'s BatchNorm layers in order (timm's BatchNormAct2d and the
+    SyncBatchNorm kinds are BatchNorms too)."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    return [type(module) for module in net.modules() if isinstance(module, _BatchNorm)]
+
+
+def synced_types(types: list[type]) -> list[type]:
+    """What the ``ddp`` preset's SyncBatchNorm plugin (timm's conversion) turns norm layers of
+    ``types`` into: timm's BatchNormAct2d into SyncBatchNormAct, keeping its activation; any
+    other BatchNorm into torch's SyncBatchNorm."""
+    import torch
+    from timm.layers import BatchNormAct2d
+    from timm.layers.norm_act import SyncBatchNormAct
+
+    return [SyncBatchNormAct if issubclass(t, BatchNormAct2d) else torch.nn.SyncBatchNorm
+            for t in types]  # fmt: skip
+
+
+def reverted_types(types: list[type]) -> list[type]:
+    """What that plugin's ``revert`` gives back for norm layers of ``types``: timm's
+    BatchNormAct2d whole; for any other, Lightning's ``_BatchNormXd`` (a BatchNorm of any
+    dimension: Lightning's revert of torch's SyncBatchNorm)."""
+    from lightning.pytorch.plugins.layer_sync import _BatchNormXd
+    from timm.layers import BatchNormAct2d
+
+    return [t if issubclass(t, BatchNormAct2d) else _BatchNormXd for t in types]

@@ -3,13 +3,15 @@ Lightning's launcher: tests/test_cli.py; DDP multiruns: tests/test_combinations.
 
 from __future__ import annotations
 
+import csv
 import json
 import socket
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import started
+from tests.batch_log import read_batch_logs
+from tests.conftest import ROOT, started
 
 pytestmark = pytest.mark.slow
 TINY = ["debug=limit", "trainer.enable_progress_bar=false", "~callbacks.model_summary",
@@ -23,11 +25,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def torchrun_nodes(nodes: int, tmp_path: Path, *train_args: str) -> Path:
+def torchrun_nodes(
+    nodes: int, tmp_path: Path, *train_args: str, env: dict[str, str] | None = None
+) -> Path:
     """Runs ``src/train.py`` as ``nodes`` torchrun "nodes" of one process each on 127.0.0.1
-    (one agent per node, as on a cluster), output to log files, and asserts that all succeed;
-    returns their ``paths.log_dir``. Another process may take the port between ``free_port()``
-    and torchrun's bind: a clash is retried, up to 3 attempts."""
+    (one agent per node, as on a cluster), output to log files, with ``env`` added to the
+    environment, and asserts that all succeed; returns their ``paths.log_dir``. Another process
+    may take the port between ``free_port()`` and torchrun's bind: a clash is retried, up to 3
+    attempts."""
     for attempt in range(3):
         port, attempt_dir = free_port(), tmp_path / f"attempt_{attempt}"
         attempt_dir.mkdir()
@@ -38,13 +43,18 @@ def torchrun_nodes(nodes: int, tmp_path: Path, *train_args: str) -> Path:
                      f"paths.log_dir={attempt_dir / 'logs'}"]
                     for rank in range(nodes)]  # fmt: skip
         logs = [attempt_dir / f"node_{rank}.log" for rank in range(nodes)]
-        with started(commands, logs) as procs:
+        with started(commands, logs, env) as procs:
             codes = [proc.wait(timeout=300) for proc in procs]
         output = "".join(log.read_text()[-3000:] for log in logs)
         if codes == [0] * nodes or "address already in use" not in output.lower():
             break
     assert codes == [0] * nodes, output
     return attempt_dir / "logs"
+
+
+def loss_per_image(rows: list[dict]) -> float:
+    """The mean training loss over the images of some rows of tests/batch_log.py."""
+    return sum(row["loss"] * row["images"] for row in rows) / sum(row["images"] for row in rows)
 
 
 def test_every_logger_writes_its_files(run_main, tmp_path: Path) -> None:
@@ -88,12 +98,30 @@ def test_torchrun_nodes_share_one_run_and_sync_their_metrics(run_main, tmp_path:
     """Three torchrun "nodes" of one process each on localhost (the config check refuses 3
     devices of one node on a 2-core machine) make one run folder, with a global batch of 3 x 64.
     They test 182 digits (61 + 61 + 60: nothing padded or counted twice); the synced result is
-    the whole set's, as one process scores it."""
+    the whole set's, as one process scores it. Each epoch's train/loss is the mean over every
+    rank's training images (tests/batch_log.py writes down what each rank trained on), not
+    rank 0's alone."""
     full_test = [*TINY, "trainer.limit_test_batches=1.0", "data.test_fraction=0.101"]
-    log_dir = torchrun_nodes(3, tmp_path, *full_test)
+    batch_logs = tmp_path / "batches"
+    batch_log = ["+callbacks.batch_log._target_=tests.batch_log.BatchLog",
+                 f"+callbacks.batch_log.out_dir={batch_logs}"]  # fmt: skip
+    log_dir = torchrun_nodes(3, tmp_path, *full_test, *batch_log, env={"PYTHONPATH": str(ROOT)})
     (run_dir,) = (log_dir / "train" / "runs").glob("*")  # ranks 1 and 2 made no folder of their own
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["global_batch_size"] == 3 * 64 and metrics["epochs"] == 2
+    ranks = read_batch_logs(batch_logs)
+    assert sorted(ranks) == [0, 1, 2]
+    with open(run_dir / "csv" / "metrics.csv") as file:
+        logged = {int(row["epoch"]): float(row["train/loss_epoch"])
+                  for row in csv.DictReader(file) if row["train/loss_epoch"]}  # fmt: skip
+    assert sorted(logged) == [0, 1]
+    for epoch, value in logged.items():
+        seen = {rank: [r for r in rows if r["epoch"] == epoch] for rank, rows in ranks.items()}
+        assert all(len(rows) == 3 for rows in seen.values())  # debug=limit: 3 batches each
+        every_rank = [row for rows in seen.values() for row in rows]
+        assert value == pytest.approx(loss_per_image(every_rank), rel=1e-6)
+        # Near ln(10) after so few steps, the ranks' own means still differ by about 1e-3
+        assert value != pytest.approx(loss_per_image(seen[0]), rel=1e-4)  # rank 0's alone
     ddp = metrics["test"]
     ckpt = run_dir / "checkpoints" / "best.ckpt"
     result = run_main("src/eval.py", f"ckpt_path={ckpt}", "trainer.enable_progress_bar=false",

@@ -99,6 +99,20 @@ def test_imagefolder_classes_come_from_the_data(make_cfg, image_tree: Path) -> N
     assert dm.samples["test"] == dm.samples["val"]  # no test/ folder: test = val
 
 
+def test_imagefolder_without_test_folder_says_it_tests_on_val(image_tree: Path, capsys) -> None:
+    """metrics.json records ``test_split`` (tests/test_report.py reads it back); the test
+    loader says in one line, at test time, that val/ is no held-out split."""
+    dm = ImageFolderDataModule(str(image_tree), num_classes=3, num_workers=0, image_size=32)
+    dm.setup()
+    dm.val_dataloader()
+    assert capsys.readouterr().out == ""
+    dm.test_dataloader()
+    assert dm.test_split == "val"
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith(f"Testing on val/: {image_tree} has no test/ folder")
+    assert "also chose best.ckpt" in line
+
+
 def test_imagefolder_strict_lists_broken_files(tmp_path: Path) -> None:
     tree = write_image_tree(tmp_path, corrupt=True)
     dm = ImageFolderDataModule(str(tree), num_classes=3, strict=True)
@@ -193,6 +207,7 @@ def test_imagefolder_uses_a_test_folder_when_there_is_one(tmp_path: Path) -> Non
     dm.setup()
     assert len(dm.samples["test"]) == len(dm.samples["val"]) - 1 == 11
     assert all(Path(path).parent.parent.name == "test" for path, _ in dm.samples["test"])
+    assert dm.test_split == "test"
 
 
 @pytest.mark.parametrize("name", ["digits", "cifar10"])

@@ -44,6 +44,17 @@ def test_pareto_marks_the_runs_no_other_run_beats() -> None:
     assert pareto_optimal(rows, "mult_adds") == [True, False, True, False, True, False, True]
 
 
+def test_report_says_which_runs_were_tested_on_val() -> None:
+    from mobilenet_lab.analysis.report_markdown import markdown
+
+    rows = [{"run": run, "run_dir": f"/nowhere/{run}", "status": "ok", "test_split": split}
+            for run, split in (("0", "test"), ("1", "val"), ("2", None))]  # fmt: skip
+    text = markdown(rows, "t", "cpu")
+    assert "## Tested on val/\n\n`1`: an image folder without test/" in text
+    assert "`0`" not in text.split("## Tested on val/")[1]
+    assert "Tested on val/" not in markdown(rows[:1], "t", "cpu")
+
+
 def _fake_run(run_dir: Path, cfg: DictConfig, metrics: dict | str | None) -> Path:
     """A run folder as src/train.py leaves it: Hydra's config.yaml and a metrics.json."""
     (run_dir / ".hydra").mkdir(parents=True)
@@ -110,19 +121,25 @@ def _cached_network(run_dir: Path) -> dict:
 
 @pytest.mark.slow
 def test_report_on_an_image_folder_run_needs_no_resolver_and_no_data(
-    make_cfg: Callable[..., DictConfig], run_main, image_tree: Path, tmp_path: Path
+    make_cfg: Callable[..., DictConfig], run_main, image_tree: Path, tmp_path: Path, capfd
 ) -> None:
     """``num_classes`` is ``${count_classes:...}``, which the report script does not register
-    and which reads a data folder that may be gone: the checkpoint's resolved config is used."""
+    and which reads a data folder that may be gone: the checkpoint's resolved config is used.
+    The folder has no test/: the console, metrics.json and report.md say it was tested on val/."""
     data_dir = shutil.copytree(image_tree, tmp_path / "images")
     runs, run_dir = tmp_path / "runs", tmp_path / "runs" / "0"
     overrides = ["data=imagefolder", f"data.data_dir={data_dir}", "data.image_size=32",
                  "data.num_workers=0", "data.batch_size=4", *TINY]  # fmt: skip
     cfg = make_cfg("train", overrides, run_dir)
     _save_hydra_config(cfg, run_dir)
+    capfd.readouterr()
     train(cfg)
+    assert f"Testing on val/: {data_dir} has no test/ folder" in "".join(capfd.readouterr())
 
     (row,) = write_report(runs, read_runs([runs]), "image folder")
+    assert json.loads((run_dir / "metrics.json").read_text())["test_split"] == "val"
+    report = (runs / "report.md").read_text()
+    assert "## Tested on val/\n\n`0`: an image folder without test/" in report
     network = _cached_network(run_dir)
     assert network["model"]["num_classes"] == 3 and network["image_size"] == 32
     assert network["model"]["alpha"] == 0.25 and row["latency_ms_batch_1"] > 0

@@ -11,6 +11,7 @@ import torch
 from hydra.utils import instantiate
 
 from mobilenet_lab.training.trainer import build_trainer
+from tests.conftest import norm_layer_types, reverted_types, synced_types
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 FAMILIES = sorted(path.stem for path in (CONF / "model").glob("*.yaml"))
@@ -18,8 +19,10 @@ FAMILIES = sorted(path.stem for path in (CONF / "model").glob("*.yaml"))
 
 @pytest.mark.slow
 def test_ddp_preset_syncs_batchnorm_without_losing_timm_activations(make_cfg) -> None:
-    """The layer sync the ``ddp`` preset gives DDP converts every family (timm's BatchNormAct2d
-    included) into a network that computes the same logits, and reverts to one too."""
+    """The layer sync the ``ddp`` preset gives DDP converts every BatchNorm of every family
+    (timm's BatchNormAct2d into timm's SyncBatchNormAct) into a network that computes the same
+    logits, and reverts each to a plain BatchNorm (timm's to its own type) computing them again.
+    No process group is needed for this: tests/test_gpu.py sees the same inside a DDP fit."""
     cfg = make_cfg("train", ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
                              "trainer.precision=32"])  # fmt: skip
     layer_sync = build_trainer(cfg).strategy._layer_sync  # what DDPStrategy applies in fit
@@ -31,11 +34,12 @@ def test_ddp_preset_syncs_batchnorm_without_losing_timm_activations(make_cfg) ->
             for _ in range(2):  # give BatchNorm running statistics that are not 0 and 1
                 net.train()(torch.randn(4, 1, 32, 32))
             expected = net.eval()(images)
+            built = norm_layer_types(net)
             converted = layer_sync.apply(copy.deepcopy(net)).eval()
-            assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in converted.modules())
+            assert built and norm_layer_types(converted) == synced_types(built), family
             torch.testing.assert_close(converted(images), expected, msg=family)
             reverted = layer_sync.revert(converted).eval()
-            assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in reverted.modules())
+            assert norm_layer_types(reverted) == reverted_types(built), family
             torch.testing.assert_close(reverted(images), expected, msg=family)
 
 

@@ -52,6 +52,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
         "image_size": cfg.data.image_size,
         "weights": cfg.weights,
         "test": test_metrics,
+        "test_split": datamodule.test_split,  # image folders without test/: val
         "wall_time_s": round(time.time() - started, 3),
         "overrides": list(hydra_cfg.overrides.task),
     }

@@ -103,6 +103,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         **facts,
         "val": val_metrics,
         "test": test_metrics,
+        "test_split": datamodule.test_split,  # image folders without test/: val
         "lr": built_lr(trainer),
         "epochs": trainer.current_epoch,
         "best_checkpoint": best,

@@ -70,6 +70,11 @@ def markdown(
         for row in failed:
             reason = row.get("error", "no metrics.json (killed, or still running)")
             lines.append(f"- `{row['run_dir']}`: {row['status']}: {reason}")
+    on_val = [f"`{row['run']}`" for row in rows if row.get("test_split") == "val"]
+    if on_val:
+        lines += ["", "## Tested on val/", "", f"{', '.join(on_val)}: an image folder without "
+                  "test/, so `test acc` is of val/, the split that also chose `best.ckpt`: "
+                  "not of held-out images."]  # fmt: skip
     lines += gain_lines(rows)
     unmeasured = [row for row in rows if row.get("latency_note")]
     if unmeasured:

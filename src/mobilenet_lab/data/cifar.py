@@ -52,7 +52,8 @@ LOADERS = {"cifar10": _CIFAR10, "cifar100": _CIFAR100}
 
 class CIFARDataModule(InMemoryDataModule):
     """``name`` is ``cifar10`` or ``cifar100``. Training batches get the usual CIFAR
-    augmentation (4-pixel padded random crop, horizontal flip), batched on the device."""
+    augmentation (4-pixel padded random crop, horizontal flip), batched on the device;
+    ``augment=False`` turns both off."""
 
     def __init__(
         self,
@@ -67,6 +68,7 @@ class CIFARDataModule(InMemoryDataModule):
         split_seed: int = 0,
         padding: int = 4,
         flip: bool = True,
+        augment: bool = True,
     ) -> None:
         if name not in CIFAR:
             raise ValueError(f"name={name!r} is not valid: use one of {sorted(CIFAR)}")
@@ -76,7 +78,7 @@ class CIFARDataModule(InMemoryDataModule):
                 f"num_classes={num_classes}, in_chans={in_chans} do not fit {name}: it has "
                 f"{classes} classes of 3-channel images"
             )
-        super().__init__(image_size, batch_size, num_classes, in_chans)
+        super().__init__(image_size, batch_size, num_classes, in_chans, augment)
         self.save_hyperparameters()
         root = Path(data_dir)
         if not download and not _files_present(dataset, root):
@@ -127,6 +129,8 @@ class CIFARDataModule(InMemoryDataModule):
 
     def random_augmentation(self) -> str | None:
         hp = self.hparams
+        if not self.augmenting:
+            return None
         changing = [f"data.padding={hp.padding}"] * bool(hp.padding) + ["data.flip=true"] * hp.flip
         return " ".join(changing) or None
 

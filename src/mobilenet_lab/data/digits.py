@@ -12,7 +12,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import Tensor
 
-from mobilenet_lab.data.batch_transforms import random_affine_resize, resize
+from mobilenet_lab.data.batch_transforms import random_affine_resize
 from mobilenet_lab.data.in_memory import InMemoryDataModule
 
 
@@ -47,7 +47,7 @@ class DigitsDataModule(InMemoryDataModule):
                 f"num_classes={num_classes}, in_chans={in_chans} do not fit the digits: "
                 "they have 10 classes of 1-channel images (leave both at 10 and 1)"
             )
-        super().__init__(image_size, batch_size, num_classes, in_chans)
+        super().__init__(image_size, batch_size, num_classes, in_chans, augment)
         if not (val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 1):
             raise ValueError(
                 f"val_fraction={val_fraction!r}, test_fraction={test_fraction!r} are not valid: "
@@ -94,12 +94,10 @@ class DigitsDataModule(InMemoryDataModule):
         return images, labels, {"train": train, "val": val, "test": test}
 
     def random_augmentation(self) -> str | None:
-        return "data.augment=true" if self.hparams.augment else None
+        return "data.augment=true" if self.augmenting else None
 
     def augment(self, images: Tensor) -> Tensor:
         hp = self.hparams
-        if not hp.augment:
-            return resize(images, self.image_size)
         return random_affine_resize(
             images, self.image_size, hp.max_translate, hp.max_rotate_deg, hp.max_scale
         )

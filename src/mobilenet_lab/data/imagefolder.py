@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from PIL import Image
 from torch import Tensor
@@ -114,7 +115,9 @@ class ImageFolderDataModule(L.LightningDataModule):
     process may use (see ``default_num_workers``; at most 8). Construction only checks the
     folders (cheap: the config check builds this module too); ``setup`` lists the images.
     ``strict=true`` decodes every image there and fails listing the broken ones; otherwise each
-    is replaced by the next readable image and reported at the end of each epoch."""
+    is replaced by the next readable image and reported at the end of each epoch.
+    ``augment=false`` gives training the eval transform (``debug=overfit``). ``test_split``:
+    the folder the test step scores, ``test`` or, when there is none, ``val``."""
 
     def __init__(
         self,
@@ -133,6 +136,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         mean: tuple[float, ...] = IMAGENET_MEAN,
         std: tuple[float, ...] = IMAGENET_STD,
         strict: bool = False,
+        augment: bool = True,
     ) -> None:
         super().__init__()
         check_positive_int("image_size", image_size)
@@ -146,8 +150,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.classes = class_names(root / "train")
         if not (root / "val").is_dir():
             raise ConfigError(f"data_dir={data_dir!r} has no val/ folder of class folders")
-        test = "test" if (root / "test").is_dir() else "val"
-        self.split_dirs = {"train": root / "train", "val": root / "val", "test": root / test}
+        self.test_split = "test" if (root / "test").is_dir() else "val"
+        self.split_dirs = {"train": root / "train", "val": root / "val"}
+        self.split_dirs["test"] = root / self.test_split
         for split_dir in dict.fromkeys(self.split_dirs.values()):
             empty = empty_class_folders(split_dir, self.classes)
             if empty:
@@ -177,7 +182,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         hp = self.hparams
         common = {"input_size": hp.image_size, "interpolation": hp.interpolation,
                   "mean": tuple(hp.mean), "std": tuple(hp.std)}  # fmt: skip
-        if not training:
+        if not (training and hp.augment):
             return create_transform(**common, is_training=False, crop_pct=hp.crop_pct)
         return create_transform(
             **common, is_training=True, hflip=hp.hflip, color_jitter=hp.color_jitter,
@@ -215,6 +220,11 @@ class ImageFolderDataModule(L.LightningDataModule):
         return self._loader("val", training=False)
 
     def test_dataloader(self) -> DataLoader:
+        if self.test_split == "val" and rank_zero_only.rank == 0:
+            print(
+                f"Testing on val/: {self.hparams.data_dir} has no test/ folder, and val/ also "
+                "chose best.ckpt, so the test metrics are not of held-out images"
+            )
         return self._loader("test", training=False)
 
     def calibration_dataloader(self) -> DataLoader:

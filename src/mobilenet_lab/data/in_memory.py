@@ -21,17 +21,21 @@ SPLITS = ("train", "val", "test")
 
 class InMemoryDataModule(L.LightningDataModule):
     """Subclasses fill ``self.splits`` with uint8 image / int64 label tensors in ``load`` and
-    say how a training batch is augmented in ``augment``. ``batch_size`` is per device."""
+    say how a training batch is augmented in ``augment``. ``batch_size`` is per device;
+    ``augment=False`` prepares training batches as eval batches (``debug=overfit``)."""
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
     pixel_max = 255.0  # value of a white pixel in the stored tensors
+    test_split = "test"  # the split the test step scores: a held-out one here
 
-    def __init__(self, image_size: int, batch_size: int, num_classes: int, in_chans: int) -> None:
+    def __init__(
+        self, image_size: int, batch_size: int, num_classes: int, in_chans: int, augment: bool
+    ) -> None:
         super().__init__()
         check_positive_int("image_size", image_size)
         check_positive_int("batch_size", batch_size)
-        self.image_size, self.batch_size = image_size, batch_size
+        self.image_size, self.batch_size, self.augmenting = image_size, batch_size, augment
         self.num_classes, self.in_chans = num_classes, in_chans
         self.splits: dict[str, TensorDataset] = {}
 
@@ -91,7 +95,8 @@ class InMemoryDataModule(L.LightningDataModule):
     def _prepare(self, images: Tensor, training: bool) -> Tensor:
         """uint8 images -> normalised float at ``image_size`` (augmented for training)."""
         images = images.float() / self.pixel_max
-        images = self.augment(images) if training else resize(images, self.image_size)
+        augmented = training and self.augmenting
+        images = self.augment(images) if augmented else resize(images, self.image_size)
         mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
         return (images - mean) / std

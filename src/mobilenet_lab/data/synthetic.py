@@ -11,7 +11,9 @@ from mobilenet_lab.runs.errors import check_positive_int
 
 
 class SyntheticDataModule(InMemoryDataModule):
-    """``size`` random uint8 images per split, generated once from ``seed``."""
+    """``size`` random uint8 images per split, generated once from ``seed``. They are never
+    augmented: ``augment`` is there, and only ``false``, so that presets that turn augmentation
+    off (``debug=overfit``) compose with every data set."""
 
     mean = (0.5, 0.5, 0.5)
     std = (0.25, 0.25, 0.25)
@@ -24,8 +26,11 @@ class SyntheticDataModule(InMemoryDataModule):
         batch_size: int = 64,
         size: int = 1024,
         seed: int = 0,
+        augment: bool = False,
     ) -> None:
-        super().__init__(image_size, batch_size, num_classes, in_chans)
+        if augment:
+            raise ValueError("augment=True is not valid: synthetic images have no augmentation")
+        super().__init__(image_size, batch_size, num_classes, in_chans, augment)
         check_positive_int("num_classes", num_classes)
         check_positive_int("in_chans", in_chans)
         check_positive_int("size", size)

@@ -66,7 +66,8 @@ class ImageClassifier(L.LightningModule):
         self.train_metrics = collection.clone(prefix="train/")
         self.val_metrics = collection.clone(prefix="val/")
         self.test_metrics = collection.clone(prefix="test/")
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        # Losses weighted by images, so DDP ranks holding unequal shares sync exactly
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self._teacher: tuple[Teacher, ...] = ()  # a tuple: no registered child (distillation.py)
 
@@ -138,12 +139,13 @@ class ImageClassifier(L.LightningModule):
             self._diverged(loss)
         metrics: MetricCollection = getattr(self, f"{split}_metrics")
         metrics.update(logits, labels)
-        if training:
-            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
-        else:  # a metric weighted by images, so DDP ranks holding unequal shares sync exactly
-            mean_loss: MeanMetric = getattr(self, f"{split}_loss")
+        mean_loss: MeanMetric = getattr(self, f"{split}_loss")
+        if training:  # forward: the step's value is this rank's batch alone (no all-reduce per
+            # step); the epoch's is every rank's images, synced once as the epoch ends
+            mean_loss(loss.detach(), weight=len(labels))
+        else:
             mean_loss.update(loss, weight=len(labels))
-            self.log(f"{split}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{split}/loss", mean_loss, on_step=training, on_epoch=True, prog_bar=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
