@@ -186,6 +186,7 @@ class ImageClassifier(L.LightningModule):
             raise ValueError("ImageClassifier needs an optimizer to train: pass optimizer=...")
         optimizer = self.optimizer_factory(parameter_groups(self.net, self.hparams.no_weight_decay))
         if self.scheduler_factory is None:
+            self._settings = _group_settings(optimizer, keep_lr=True)
             return {"optimizer": optimizer}
         trainer = self.trainer
         total_steps = int(trainer.estimated_stepping_batches)
@@ -193,10 +194,28 @@ class ImageClassifier(L.LightningModule):
         scheduler = self.scheduler_factory(
             optimizer, total_steps=total_steps, steps_per_epoch=max(1, steps_per_epoch)
         )
+        self._settings = _group_settings(optimizer, keep_lr=False)  # the schedule sets the lr
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def on_train_start(self) -> None:
+        """A resumed run's optimizer keeps its restored state (momentum, Adam's moments) but
+        runs with this run's settings: the checkpoint's, unless ``resume.allow_changes`` took
+        a new one (``optimizer.lr=...``), which the restored param groups would silently undo."""
+        optimizer = self.trainer.optimizers[0]
+        for group, settings in zip(optimizer.param_groups, self._settings, strict=True):
+            group.update(settings)
+
+
+def _group_settings(optimizer: Optimizer, keep_lr: bool) -> list[dict[str, Any]]:
+    """Each param group's hyperparameters as built (not its parameters; not the ``lr`` a
+    schedule sets)."""
+    dropped = {"params"} if keep_lr else {"params", "lr"}
+    return [
+        {k: v for k, v in group.items() if k not in dropped} for group in optimizer.param_groups
+    ]
 
 
 NO_DECAY_KINDS = frozenset({"norm", "bias", "depthwise"})
