@@ -226,3 +226,60 @@ def test_the_report_shows_the_teacher_and_what_it_bought(tmp_path: Path) -> None
     for name in ("distillation.png", "tradeoff.png"):
         with Image.open(tmp_path / name) as image:
             assert image.size[0] > 500 and image.size[1] > 300
+
+
+def test_a_teacher_of_other_classes_or_another_split_is_refused(
+    run_main, digits_teacher: Path, tmp_path: Path
+) -> None:
+    """A CIFAR-10 teacher for a 10-class image-folder student (as many classes, other names);
+    for a CIFAR-10 student whose meta file lists the same names in another order (its label i
+    is another class); a digits teacher, checkpoint or export, of another ``data.split_seed``
+    (it learned this run's test images): one line naming both, before any run folder. The
+    teachers that match pass, and a run with one trains."""
+    import pickle
+
+    from mobilenet_lab.training.distillation import check_distill
+    from tests.data_files import CIFAR_LAYOUT, write_cifar, write_image_tree
+
+    def cifar_args(root: Path) -> list[str]:
+        return ["data=cifar10", f"data.data_dir={root}", "data.download=false", "data.val_size=40"]
+
+    cifar = write_cifar(tmp_path / "cifar", "cifar10", per_file=40)
+    run = train(compose_cfg("train", [*TINY, *cifar_args(cifar)], tmp_path / "cifar_teacher"))
+    cifar_teacher = run["best_checkpoint"]
+    folders = write_image_tree(tmp_path / "folders", classes=10, per_class=1)
+    shuffled = write_cifar(tmp_path / "shuffled", "cifar10", per_file=40)
+    folder, _, _, meta_file, _, meta_key = CIFAR_LAYOUT["cifar10"]
+    names = ["c1", "c0", *(f"c{i}" for i in range(2, 10))]
+    (shuffled / folder / meta_file).write_bytes(pickle.dumps({meta_key: names}))
+    onnx = tmp_path / "digits_teacher.onnx"
+    export(compose_cfg("export", [f"ckpt_path={digits_teacher}", f"output_path={onnx}",
+                                  *FAST_EXPORT], tmp_path / "x"))  # fmt: skip
+    exported = Teacher(str(onnx))  # the file carries the class names and the split seed
+    assert (exported.class_names, exported.split_seed) == (tuple("0123456789"), 0)
+
+    key, logs = "module.distill.teacher", f"paths.log_dir={tmp_path / 'l'}"
+    other_split = "was trained with data.split_seed=0, this run has data.split_seed=1"
+    cases = {
+        (f"{key}={cifar_teacher}", "data=imagefolder", f"data.data_dir={folders}"):
+            "was trained on the classes (c0, c1, c2, c3, c4, c5, c6, c7, c8, c9), this run's "
+            "data has (class_0, class_1, class_2, class_3, class_4, class_5, class_6, class_7, "
+            "class_8, class_9): give a teacher trained on the same classes in the same order",
+        (f"{key}={cifar_teacher}", *cifar_args(shuffled)):
+            "this run's data has (c1, c0, c2, c3, c4, c5, c6, c7, c8, c9) in another order",
+        (f"{key}={digits_teacher}", "data.split_seed=1"): other_split,
+        (f"{key}={onnx}", "data.split_seed=1"): other_split,
+    }  # fmt: skip
+    for overrides, message in cases.items():
+        result = run_main("src/train.py", *TINY, *overrides, logs)
+        assert result.returncode == 2, result.stderr[-2000:]
+        (line,) = result.stderr.strip().splitlines()
+        assert message in line, line
+    assert not (tmp_path / "l").exists()
+
+    for teacher, data in ((digits_teacher, []), (onnx, ["data.split_seed=0"])):
+        check_distill(compose_cfg("train", [f"{key}={teacher}", *data], tmp_path / "ok"))
+    result = run_main("src/train.py", *TINY, f"{key}={cifar_teacher}", *cifar_args(cifar), logs)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (metrics,) = (tmp_path / "l").glob("train/runs/*/metrics.json")
+    assert json.loads(metrics.read_text())["teacher"] == str(Path(cifar_teacher).resolve())

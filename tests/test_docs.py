@@ -156,8 +156,9 @@ def cheap(words: list[str], space: dict[str, Path], logs: Path) -> tuple[list[st
         quiet = ["trainer.enable_progress_bar=false", "data.batch_size=8"]
         quiet += ["trainer=cpu"] if GPU_RECIPES & set(args) else []
         return [script, *args, *resume, *quiet, logs], "run"
-    if script == "src/export.py":
-        return [script, *args, *FAST_SPEED, "check_images=8", logs], "run"
+    if script == "src/export.py":  # the workspace's 1-epoch network guesses (about 11%): its
+        # int8 file is not held to the gate here (tests/test_export_predict.py tests the gate)
+        return [script, *args, *FAST_SPEED, "check_images=8", "int8_min_ratio=0.01", logs], "run"
     if script in {"src/predict.py"}:
         return [script, *args, logs], "run"
     if script == "scripts/profile_model.py":

@@ -4,6 +4,7 @@ self-check, predictions on image files from a checkpoint or an export, and the b
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,9 @@ TINY = ["debug=limit", "trainer.max_epochs=1", "trainer.enable_progress_bar=fals
         "~callbacks.model_summary", "model.alpha=0.25", "data.image_size=32"]  # fmt: skip
 FAST_EXPORT = ["speed.repeats=1", "speed.warmup=0", "speed.batch_size=2", "check_images=8",
                "calibration_images=16"]  # fmt: skip
+# 10 epochs of the whole training split: a network that learned (about 93% test accuracy, in
+# about 5 s), against which int8's loss can be measured (a 1-epoch slice guesses: about 11%)
+LEARNED = [*TINY[2:], "trainer.max_epochs=10"]
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +41,19 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def exported(digits_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """fp32 and int8 ONNX files of ``digits_run`` in a folder of their own, with the report."""
+def learned_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A digits run at alpha 0.25 that learned (``LEARNED``); returns its best checkpoint."""
+    run_dir = tmp_path_factory.mktemp("learned_run")
+    return Path(train(compose_cfg("train", LEARNED, run_dir))["best_checkpoint"])
+
+
+@pytest.fixture(scope="module")
+def exported(learned_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """fp32 and int8 ONNX files of ``learned_run`` in a folder of their own, with the report."""
     out = tmp_path_factory.mktemp("export")
-    overrides = [f"ckpt_path={digits_run}", f"output_path={out / 'model.onnx'}", "quantize=int8"]
+    overrides = [f"ckpt_path={learned_run}", f"output_path={out / 'model.onnx'}", "quantize=int8"]
     report = export(compose_cfg("export", [*overrides, *FAST_EXPORT], out / "run"))
-    return {"dir": out, "report": report, "ckpt": digits_run}
+    return {"dir": out, "report": report, "ckpt": learned_run}
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +113,54 @@ def test_int8_is_quantized_and_scored_on_the_test_split(exported: dict) -> None:
     )
     assert abs(report["int8/test_acc"] - report["fp32/test_acc"]) <= 5 / 450
     assert report["onnx_int8/latency_ms_batch_1"] > 0
+    # a network that learned, and an int8 file that kept int8_min_ratio (0.99) of its accuracy
+    assert report["fp32/test_acc"] > 0.85
+    assert report["int8/test_acc"] >= 0.99 * report["fp32/test_acc"]
+    assert report["int8/refused"] is None
+
+
+def test_int8_under_the_ratio_is_refused_and_the_fp32_file_kept(
+    run_main, learned_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A planted collapse: calibrated on images at 1/100 of their contrast, the int8 activation
+    ranges clip the real images. One line, exit 1; the fp32 file in place, no int8 file (an
+    earlier export's neither: it would not match the new fp32 file), no temporary file."""
+    from mobilenet_lab.deploy import quantization
+
+    real = quantization.quantize_int8
+
+    def faint_calibration(fp32_path, int8_path, input_name, batches) -> None:
+        real(fp32_path, int8_path, input_name, (images / 100 for images in batches))
+
+    monkeypatch.setattr(quantization, "quantize_int8", faint_calibration)
+    out, int8 = tmp_path / "model.onnx", tmp_path / "model.int8.onnx"
+    int8.write_bytes(b"an earlier export's int8 file")
+    logs = f"paths.log_dir={tmp_path / 'logs'}"
+    done = run_main("src/export.py", f"ckpt_path={learned_run}", f"output_path={out}",
+                    "quantize=int8", logs, *FAST_EXPORT)  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    (line,) = done.stderr.strip().splitlines()
+    (metrics,) = (tmp_path / "logs").glob("export/runs/*/metrics.json")
+    report = json.loads(metrics.read_text())
+    fp32_acc, int8_acc = report["fp32/test_acc"], report["int8/test_acc"]
+    assert fp32_acc > 0.85 and int8_acc < 0.99 * fp32_acc
+    assert f"int8 file refused: its test accuracy {int8_acc:.2%}" in line
+    assert f"{int8_acc / fp32_acc:.3f} of the fp32 file's {fp32_acc:.2%}" in line
+    assert "int8_min_ratio=0.99" in line and "calibration_images=16 now" in line
+    assert report["int8/refused"] == line.removeprefix("Error: ")
+    assert report["files"] == [str(out)]
+    assert out.is_file() and not int8.exists() and not list(tmp_path.glob("*.tmp*"))
+    assert OnnxModel(str(out)).preprocessing.class_names == tuple("0123456789")
+
+
+@pytest.mark.parametrize("ratio", ["0", "1.5", "-0.5", "high", "null"])
+def test_int8_min_ratio_outside_0_1_is_refused(
+    digits_run: Path, tmp_path: Path, ratio: str
+) -> None:
+    cfg = compose_cfg("export", [f"ckpt_path={digits_run}", f"int8_min_ratio={ratio}"], tmp_path)
+    message = r"int8_min_ratio=.* is not valid: use a number in \(0, 1\]"
+    with pytest.raises(ConfigError, match=message):
+        check_export_config(cfg)
 
 
 def test_a_png_of_a_digit_reads_as_the_same_image_in_the_data_set(
@@ -121,10 +180,10 @@ def test_a_png_of_a_digit_reads_as_the_same_image_in_the_data_set(
 
 
 def test_onnx_export_gives_the_checkpoints_logits(
-    digits_run: Path, exported: dict, digit_pngs: tuple[Path, torch.Tensor]
+    exported: dict, digit_pngs: tuple[Path, torch.Tensor]
 ) -> None:
     folder, _ = digit_pngs
-    torch_model = TorchModel(str(digits_run), "averaged", "cpu")
+    torch_model = TorchModel(str(exported["ckpt"]), "averaged", "cpu")
     onnx_model = OnnxModel(str(exported["dir"] / "model.onnx"))
     assert onnx_model.preprocessing == torch_model.preprocessing
     images = torch.stack([onnx_model.preprocessing.load(str(p)) for p in sorted(folder.iterdir())])
@@ -132,7 +191,7 @@ def test_onnx_export_gives_the_checkpoints_logits(
 
 
 def test_predict_writes_top_k_labels_and_skips_unreadable_files(
-    digits_run: Path, exported: dict, digit_pngs: tuple[Path, torch.Tensor], tmp_path: Path, capsys
+    exported: dict, digit_pngs: tuple[Path, torch.Tensor], tmp_path: Path, capsys
 ) -> None:
     folder, _ = digit_pngs
     mixed = tmp_path / "mixed"
@@ -142,7 +201,7 @@ def test_predict_writes_top_k_labels_and_skips_unreadable_files(
     (mixed / "notes.txt").write_text("not an image")
     (mixed / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n trunc")
     rows = {}
-    for name, ckpt in (("ckpt", digits_run), ("onnx", exported["dir"] / "model.onnx")):
+    for name, ckpt in (("ckpt", exported["ckpt"]), ("onnx", exported["dir"] / "model.onnx")):
         cfg = compose_cfg("predict", [f"ckpt_path={ckpt}", f"input={mixed}"], tmp_path / name)
         predict(cfg)
         rows[name] = read_csv(tmp_path / name / "predictions.csv")
@@ -156,7 +215,7 @@ def test_predict_writes_top_k_labels_and_skips_unreadable_files(
     assert all(r["label_1"] in "0123456789" for r in rows["ckpt"])
     assert [r["label_1"] for r in rows["ckpt"]] == [r["label_1"] for r in rows["onnx"]]
     # the top 5 of the network's own softmax for that image, in order, named by class
-    model = TorchModel(str(digits_run), "averaged", "cpu")
+    model = TorchModel(str(exported["ckpt"]), "averaged", "cpu")
     first = model.preprocessing.load(rows["ckpt"][0]["path"])
     top = model.logits(first[None]).softmax(1)[0].topk(5)
     probs = [float(rows["ckpt"][0][f"prob_{i}"]) for i in range(1, 6)]
@@ -284,3 +343,33 @@ def test_cli_bad_input_is_one_line_and_no_run_folder(
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and message in done.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_onnx_runtime_runs_on_the_cpu_with_this_process_share_of_the_cores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With onnxruntime-gpu, ONNX Runtime would put every process (each DDP rank's teacher, the
+    export's check) on GPU 0: sessions name the CPU, and take this process's share of the cores
+    (torch's threads, which Lightning's DDP sets to cores / processes) unless told a number."""
+    import onnxruntime as ort
+
+    from mobilenet_lab.deploy.onnx import onnx_session
+
+    made = []
+
+    def session(path: str, options: ort.SessionOptions, providers: list) -> None:
+        made.append((options, providers))
+
+    available = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: available)
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    monkeypatch.setenv("LOCAL_RANK", "1")  # the second rank of a node
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # its share: 2 processes on 2 cores
+        onnx_session("teacher.onnx")
+    finally:
+        torch.set_num_threads(threads)
+    onnx_session("model.onnx", threads=3)
+    assert [providers for _, providers in made] == [["CPUExecutionProvider"]] * 2
+    assert [options.intra_op_num_threads for options, _ in made] == [1, 3]

@@ -22,7 +22,9 @@ from tests.conftest import compose_cfg
 
 pytestmark = pytest.mark.slow
 
-TINY = ["debug=limit", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
+# 10 epochs of the whole training split: a network that learned (about 93% test accuracy, in
+# about 5 s), so that int8's loss against fp32 means something
+TINY = ["trainer.max_epochs=10", "trainer.enable_progress_bar=false",
         "~callbacks.model_summary", "model.alpha=0.25", "data.image_size=32"]  # fmt: skip
 FAST_EXPORT = ["speed.repeats=1", "speed.warmup=0", "speed.batch_size=2", "check_images=8",
                "calibration_images=16"]  # fmt: skip
@@ -31,7 +33,7 @@ SUFFIX = {"executorch": ".pte", "tflite": ".tflite"}
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-epoch digits run at alpha 0.25 (channels-last, as the default module trains);
+    """A 10-epoch digits run at alpha 0.25 (channels-last, as the default module trains);
     returns its best checkpoint."""
     run_dir = tmp_path_factory.mktemp("digits_run")
     return Path(train(compose_cfg("train", TINY, run_dir))["best_checkpoint"])
@@ -53,7 +55,10 @@ def test_each_format_exports_checks_itself_and_predicts_as_the_checkpoint(
     int8 = tmp_path / f"model.int8{SUFFIX[file_format]}"
     assert fp32.is_file() and int8.is_file() and not list(tmp_path.glob("*.tmp*"))
     assert report["fp32/max_abs_diff"] < 1e-4 and report["fp32/top1_agreement"] == 1.0
-    assert 0 <= report["int8/test_acc"] <= 1 and report["int8/test_images"] == 450
+    # a real floor: the network learned, and int8 kept int8_min_ratio (0.99) of its accuracy
+    assert report["fp32/test_acc"] > 0.85 and report["int8/test_images"] == 450
+    assert report["int8/test_acc"] >= 0.99 * report["fp32/test_acc"]
+    assert report["int8/refused"] is None
     assert report[f"{file_format}_int8/latency_ms_batch_1"] > 0
     checkpoint = TorchModel(str(digits_run), "averaged", "cpu")
     assert read_metadata(str(fp32)) == read_metadata(str(int8)) == checkpoint.preprocessing

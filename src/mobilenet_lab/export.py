@@ -1,7 +1,8 @@
 """Exports a checkpoint's eval network (BatchNorm folded into the convolutions, the run's
 preprocessing and class names inside the file) to ONNX, ExecuTorch (``.pte``, XNNPACK) or
 LiteRT (``.tflite``), optionally also int8, and checks each file in its own runtime against
-PyTorch on the run's test images before putting it in place."""
+PyTorch on the run's test images before putting it in place; an int8 file only if it keeps
+``int8_min_ratio`` of the fp32 file's test accuracy."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from mobilenet_lab.deploy.formats import open_file, output_paths, write_file
 from mobilenet_lab.deploy.loading import eval_batches, load_network
 from mobilenet_lab.deploy.preprocessing import Preprocessing
 from mobilenet_lab.runs.checkpoint import load_checkpoint, restore_run_config
+from mobilenet_lab.runs.errors import Refused
 from mobilenet_lab.runs.files import write_json_atomic
 
 
@@ -39,6 +41,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     paths = output_paths(cfg.ckpt_path, cfg.output_path, cfg.quantize, cfg.format)
     # "model.tmp.pte": the runtimes read a file by its suffix
     temporary = [path.with_suffix(".tmp" + path.suffix) for path in paths]
+    refusal = None
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     try:
         report = {"model": choices.get("model"), "alpha": prep.alpha,
@@ -47,7 +50,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         fp32 = open_file(str(temporary[0]))
         report.update(compare(net, fp32, images, "fp32"))
         if report["fp32/max_abs_diff"] > cfg.max_abs_diff:
-            raise RuntimeError(
+            raise Refused(
                 f"{cfg.format}'s logits differ from PyTorch's by "
                 f"{report['fp32/max_abs_diff']:.2e} (> max_abs_diff={cfg.max_abs_diff}): the "
                 "export is wrong, nothing was written"
@@ -55,17 +58,42 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         report.update(speed(net, {"fp32": fp32}, images, cfg.speed, cfg.format))
         if cfg.quantize:
             report.update(quantize(cfg, datamodule, net, prep, temporary, fp32))
-        for tmp, path in zip(temporary, paths, strict=True):
+            refusal = int8_refusal(report, cfg, paths[0])
+        if refusal:  # the fp32 file alone; an earlier export's int8 file would not match it
+            paths[1].unlink(missing_ok=True)
+            paths = paths[:1]
+        for tmp, path in zip(temporary, paths, strict=False):
             os.replace(tmp, path)
     finally:
         for tmp in temporary:
             tmp.unlink(missing_ok=True)
     report.update({"ckpt_path": str(Path(cfg.ckpt_path).resolve()), "weights": cfg.weights,
                    "files": [str(path) for path in paths]})  # fmt: skip
+    if cfg.quantize:
+        report["int8/refused"] = refusal
     write_json_atomic(Path(cfg.paths.output_dir) / "metrics.json", report)
     print_table([report], [c for c in cfg.summary_columns if c in report], title="export")
     print("Wrote " + " and ".join(str(path) for path in paths))
+    if refusal:
+        raise Refused(refusal)
     return report
+
+
+def int8_refusal(report: dict[str, Any], cfg: DictConfig, fp32_path: Path) -> str | None:
+    """Why the int8 file is not put in place (None: it is): its test accuracy under
+    ``int8_min_ratio`` times the fp32 file's on the same images (MLPerf's rule for int8)."""
+    fp32, int8 = report["fp32/test_acc"], report["int8/test_acc"]
+    if int8 >= cfg.int8_min_ratio * fp32:
+        return None
+    return (
+        f"int8 file refused: its test accuracy {int8:.2%} is {int8 / fp32:.3f} of the fp32 "
+        f"file's {fp32:.2%} on the same {report['int8/test_images']} test images, under "
+        f"int8_min_ratio={cfg.int8_min_ratio}; {fp32_path} was written, no int8 file. Try more "
+        f"calibration images (calibration_images={cfg.calibration_images} now, e.g. "
+        f"calibration_images={4 * cfg.calibration_images}); the weights are already int8 per "
+        "channel, so if more images do not help, keep the fp32 file (or train the network "
+        "longer: an unsettled network quantizes worse)"
+    )
 
 
 def compare(net: nn.Module, exported: Any, images: Tensor, name: str) -> dict[str, Any]:

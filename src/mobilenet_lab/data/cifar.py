@@ -26,6 +26,12 @@ def _files_present(dataset: type[CIFAR10], root: Path) -> bool:
     return all((folder / name).is_file() for name, _ in dataset.train_list + dataset.test_list)
 
 
+def _class_names(dataset: type[CIFAR10], root: Path) -> list[str]:
+    """The class names in the data set's meta file."""
+    with open(root / dataset.base_folder / dataset.meta["filename"], "rb") as file:
+        return pickle.load(file, encoding="latin1")[dataset.meta["key"]]
+
+
 class _PresentFiles:
     """torchvision checks each file's md5 before loading; we check that the files exist, so
     that re-packed or trimmed copies (and the tests' small files) load too."""
@@ -34,9 +40,7 @@ class _PresentFiles:
         return _files_present(type(self), Path(self.root))
 
     def _load_meta(self) -> None:
-        path = Path(self.root) / self.base_folder / self.meta["filename"]
-        with open(path, "rb") as file:
-            self.classes = pickle.load(file, encoding="latin1")[self.meta["key"]]
+        self.classes = _class_names(type(self), Path(self.root))
 
 
 class _CIFAR10(_PresentFiles, CIFAR10):
@@ -81,7 +85,9 @@ class CIFARDataModule(InMemoryDataModule):
         super().__init__(image_size, batch_size, num_classes, in_chans, augment)
         self.save_hyperparameters()
         root = Path(data_dir)
-        if not download and not _files_present(dataset, root):
+        if _files_present(dataset, root):  # known before set-up: a teacher's are checked
+            self.classes = tuple(_class_names(dataset, root))
+        elif not download:
             raise ConfigError(self._missing_files_message(dataset, root))
 
     def _missing_files_message(self, dataset: type[CIFAR10], root: Path) -> str:

@@ -78,13 +78,14 @@ def read_onnx_metadata(path: str) -> Preprocessing:
 
 
 def onnx_session(path: str, threads: int | None = None) -> Any:
-    """An ONNX Runtime session on the CPU (and CUDA first when ONNX Runtime has it);
-    ``threads``: its intra-op threads (None: ONNX Runtime's default, one per physical core)."""
+    """An ONNX Runtime session on the CPU, named explicitly: with onnxruntime-gpu installed,
+    ONNX Runtime would otherwise put every process (each DDP rank's teacher) on GPU 0. Its
+    intra-op threads: ``threads``, by default this process's share of the cores as torch has it
+    (Lightning's DDP gives each of N processes 1/N of them), not one per core in every process.
+    The files' inputs and outputs are CPU tensors, and the runtimes of ``.pte`` and ``.tflite``
+    run on the CPU too."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                 if p in ort.get_available_providers()]  # fmt: skip
-    return ort.InferenceSession(path, options, providers=providers)
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])

@@ -41,6 +41,9 @@ class Preprocessing:
     interpolation: str = "bilinear"
     model: str | None = None
     alpha: float | None = None
+    # the data's split seed (the digits: which images are held out for test), so that a
+    # teacher made from an exported file can be checked against a student's split
+    split_seed: int | None = None
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict[str, Any]) -> Preprocessing:
@@ -64,6 +67,7 @@ class Preprocessing:
             interpolation=str(data.get("interpolation", "bilinear")),
             model=run.choices.get("model"),
             alpha=model.get("alpha"),
+            split_seed=data.get("split_seed"),
         )
 
     def to_metadata(self) -> dict[str, str]:
@@ -73,7 +77,9 @@ class Preprocessing:
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, str]) -> Preprocessing:
-        values = {f.name: json.loads(metadata[f.name]) for f in dataclasses.fields(cls)}
+        # a field newer than the file (split_seed) keeps its default
+        fields = [f for f in dataclasses.fields(cls) if f.name in metadata]
+        values = {f.name: json.loads(metadata[f.name]) for f in fields}
         for key in ("mean", "std", "class_names"):
             values[key] = tuple(values[key]) if values[key] is not None else None
         return cls(**values)

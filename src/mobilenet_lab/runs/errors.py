@@ -1,5 +1,6 @@
 """Argument checks shared by models and data modules, so bad config values fail with one line;
-safe loading of the files users name; and the exit that turns a ``ConfigError`` into that line."""
+safe loading of the files users name; and the exits that turn a ``ConfigError`` (start-up) or a
+``Refused`` result (run time) into that line."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ from typing import Any
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the key, the value and what is valid."""
+
+
+class Refused(RuntimeError):
+    """A result the kit will not put in place (a file that fails its check); the message names
+    the values that failed, what was kept, and what to try."""
 
 
 def is_number(value: object) -> bool:
@@ -35,6 +41,17 @@ def exit_on_config_error() -> Iterator[None]:
     except ConfigError as error:
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+@contextmanager
+def exit_on_refusal() -> Iterator[None]:
+    """A ``Refused`` result raised inside becomes one line on stderr and exit status 1, instead
+    of Hydra's traceback."""
+    try:
+        yield
+    except Refused as error:
+        print(f"Error: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 def load_tensors(path: Path, key: str, valid: str) -> Any:

@@ -30,7 +30,7 @@ from mobilenet_lab.runs.checkpoint import (
     load_checkpoint,
     restore_run_config,
 )
-from mobilenet_lab.runs.errors import ConfigError, check_positive_int
+from mobilenet_lab.runs.errors import ConfigError, check_positive_int, is_number
 from mobilenet_lab.runs.files import is_training_run
 from mobilenet_lab.runs.resume import Resumed, resume_run
 from mobilenet_lab.training.distillation import check_distill
@@ -170,8 +170,8 @@ def _config_error_in(error: BaseException | None) -> ConfigError | None:
 def check_export_config(cfg: DictConfig, hardware: bool = True) -> None:
     """What ``src/export.py`` needs: a checkpoint of this kit, a known format with its
     packages installed, a known quantization, a folder it can write, and the run's config
-    still valid (its data set gives the check images). Export runs on the CPU, so
-    ``hardware`` has nothing to check."""
+    still valid (its data set gives the check images), an ``int8_min_ratio`` in (0, 1]. Export
+    runs on the CPU, so ``hardware`` has nothing to check."""
     if cfg.weights not in ("averaged", "trained"):
         raise ConfigError(f"weights={cfg.weights!r} is not valid: use averaged or trained")
     if cfg.quantize is not None and cfg.quantize != "int8":
@@ -180,6 +180,12 @@ def check_export_config(cfg: DictConfig, hardware: bool = True) -> None:
         )
     for key in ("calibration_images", "check_images"):
         _positive_int(cfg, key)
+    ratio = cfg.int8_min_ratio
+    if not is_number(ratio) or not 0 < ratio <= 1:
+        raise ConfigError(
+            f"int8_min_ratio={ratio!r} is not valid: use a number in (0, 1], the share of the "
+            "fp32 file's test accuracy the int8 file must keep (default 0.99)"
+        )
     check_format(cfg.format)
     suffix = SUFFIXES[cfg.format]
     if cfg.output_path and Path(cfg.output_path).suffix.lower() != suffix:

@@ -50,13 +50,16 @@ def distillation_loss(student: Tensor, teacher: Tensor, temperature: float) -> T
 
 class Teacher:
     """A frozen network, always in eval mode, with its preprocessing: ``image_size``,
-    ``in_chans``, ``mean``, ``std``; ``num_classes``; ``path`` and ``weights_file`` (what its
+    ``in_chans``, ``mean``, ``std``; ``num_classes``, and where known (a checkpoint, an export)
+    its ``class_names`` and its data's ``split_seed``; ``path`` and ``weights_file`` (what its
     fingerprint hashes)."""
 
     def __init__(self, source: str) -> None:
         self.source = str(source)
         self.net: nn.Module | None = None
         self.runtime: Any = None  # an exported file's runtime
+        self.class_names: tuple[str, ...] | None = None  # timm's: not known here
+        self.split_seed: int | None = None
         self.student_scale: Tensor | None = None  # x_teacher = x_student * scale + shift
         self.student_shift: Tensor | None = None
         try:
@@ -116,6 +119,7 @@ class Teacher:
             self.num_classes = int(config.model.num_classes)
         self.in_chans, self.image_size = prep.in_chans, prep.image_size
         self.mean, self.std = prep.mean, prep.std
+        self.class_names, self.split_seed = prep.class_names, prep.split_seed
         self.path = str(Path(path).resolve())
         self.weights_file = Path(path)
 
@@ -123,8 +127,17 @@ class Teacher:
         """Shared, not copied (EMA's ``AveragedModel`` deep-copies the student): it is frozen."""
         return self
 
-    def check_fits(self, num_classes: int, in_chans: int) -> None:
-        """A one-line error unless the teacher predicts the student's classes from its channels."""
+    def check_fits(
+        self,
+        num_classes: int,
+        in_chans: int,
+        class_names: tuple[str, ...] | None = None,
+        split_seed: int | None = None,
+    ) -> None:
+        """A one-line error unless the teacher predicts the student's classes from its
+        channels: as many, and where both are known the same names in the same order; and,
+        given the student's ``split_seed`` (the digits, whose seed decides the test images),
+        trained on the same split, so that it has not learned the student's test images."""
         for key, theirs, ours in (("num_classes", self.num_classes, num_classes),
                                   ("in_chans", self.in_chans, in_chans)):  # fmt: skip
             if theirs != ours:
@@ -132,6 +145,20 @@ class Teacher:
                     f"{KEY}={self.source!r} has {key}={theirs}, this run model.{key}={ours}: "
                     "give a teacher trained on the same data (its classes, its channels)"
                 )
+        if class_names and self.class_names and tuple(class_names) != tuple(self.class_names):
+            order = " in another order" if sorted(class_names) == sorted(self.class_names) else ""
+            raise ConfigError(
+                f"{KEY}={self.source!r} was trained on the classes {_names(self.class_names)}, "
+                f"this run's data has {_names(class_names)}{order}: give a teacher trained on "
+                "the same classes in the same order (its logit i must mean the student's class i)"
+            )
+        if split_seed is not None and self.split_seed is not None and split_seed != self.split_seed:
+            raise ConfigError(
+                f"{KEY}={self.source!r} was trained with data.split_seed={self.split_seed}, this "
+                f"run has data.split_seed={split_seed}: the teacher has learned images of this "
+                f"run's test split; give a teacher trained with data.split_seed={split_seed}, or "
+                f"train this run with data.split_seed={self.split_seed}"
+            )
 
     def match_student(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         """Re-normalise the student's batches (normalised with ``mean``/``std``) to the
@@ -167,10 +194,17 @@ class Teacher:
         return {"teacher": self.path, "teacher_sha256": digest.hexdigest()}
 
 
+def _names(names: tuple[str, ...] | list[str]) -> str:
+    """Class names for a one-line message: the first ten, then how many in all."""
+    shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
+    return f"({shown})"
+
+
 def check_distill(cfg: DictConfig) -> None:
-    """The run's ``module.distill``: a teacher that opens and fits the student's data,
-    ``weight`` in [0, 1], ``temperature`` > 0, ``cache`` only where it is valid. One line
-    each, before any run folder."""
+    """The run's ``module.distill``: a teacher that opens and fits the student's data (its
+    classes, their names and order, and the digits' split), ``weight`` in [0, 1],
+    ``temperature`` > 0, ``cache`` only where it is valid. One line each, before any run
+    folder."""
     distill = {**DEFAULTS, **(cfg.module.get("distill") or {})}
     if not distill["teacher"]:
         return
@@ -181,19 +215,24 @@ def check_distill(cfg: DictConfig) -> None:
         raise ConfigError(
             f"module.distill.temperature={temperature!r} is not valid: use a number > 0"
         )
-    if distill["cache"]:
-        check_cache(cfg)
-    Teacher(str(distill["teacher"])).check_fits(cfg.model.num_classes, cfg.model.in_chans)
-
-
-def check_cache(cfg: DictConfig) -> None:
-    """Cached teacher outputs stand for the teacher's forward only when each training image
-    reaches the student the same every epoch: in memory, not randomly augmented, not mixed."""
     from hydra.utils import instantiate
 
+    from mobilenet_lab.data.digits import DigitsDataModule
+
+    data = instantiate(cfg.data)  # the student's class names, known before its set-up
+    if distill["cache"]:
+        check_cache(cfg, data)
+    split_seed = data.hparams.split_seed if isinstance(data, DigitsDataModule) else None
+    Teacher(str(distill["teacher"])).check_fits(
+        cfg.model.num_classes, cfg.model.in_chans, getattr(data, "classes", None), split_seed
+    )
+
+
+def check_cache(cfg: DictConfig, data: Any) -> None:
+    """Cached teacher outputs stand for the teacher's forward only when each training image
+    reaches the student the same every epoch: in memory, not randomly augmented, not mixed."""
     from mobilenet_lab.data.in_memory import InMemoryDataModule
 
-    data = instantiate(cfg.data)
     if not isinstance(data, InMemoryDataModule):
         raise ConfigError(
             "module.distill.cache=true holds teacher outputs for the in-memory data sets "
