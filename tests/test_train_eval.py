@@ -152,9 +152,10 @@ def test_resuming_another_network_is_refused(trained: dict, make_cfg) -> None:
     with pytest.raises(
         ConfigError, match=r"holds another network \(model\.alpha=0\.25 there, 0\.75 here"
     ):
-        check_train_config(make_cfg("train", [f"ckpt_path={ckpt}"]))
+        check_train_config(make_cfg("train", [f"ckpt_path={ckpt}", "model.alpha=0.75"]))
+    check_train_config(make_cfg("train", [f"ckpt_path={ckpt}"]))  # the run's own network
     overrides = [f"ckpt_path={ckpt}", "model.alpha=0.25", "data=synthetic"]
-    with pytest.raises(ConfigError, match=r"model\.num_classes=10 there, 1000 here"):
+    with pytest.raises(ConfigError, match=r"data\.num_classes=10 recorded, 1000 now"):
         check_train_config(make_cfg("train", overrides))
 
 
