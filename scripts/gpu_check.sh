@@ -17,6 +17,14 @@
 # input / model will be rows of benchmark_gpu.py's table, not a step of their own here.
 set -uo pipefail
 
+status() {  # a step's exit status in words; $2: the seconds its timeout allowed
+    case $1 in
+        0) echo "passed" ;;
+        124) echo "FAILED: stopped after $2 s" ;;
+        *) echo "FAILED (exit $1)" ;;
+    esac
+}
+
 usage="usage: bash scripts/gpu_check.sh [--cpu] [OUT]"
 cpu=false
 out=logs/gpu_check
@@ -44,11 +52,7 @@ else
     timeout $((budget / 2)) "$python" -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py \
         2>&1 | tee "$out/pytest.log"
     tests_rc=$?
-    case $tests_rc in
-        0) tests="passed" ;;
-        124) tests="FAILED: stopped after $((budget / 2)) s" ;;
-        *) tests="FAILED (exit $tests_rc)" ;;
-    esac
+    tests=$(status "$tests_rc" $((budget / 2)))
 fi
 
 echo "== scripts/benchmark_gpu.py =="
@@ -60,11 +64,7 @@ $cpu && bench_args+=(--cpu)
 timeout $((left + 60)) "$python" scripts/benchmark_gpu.py "${bench_args[@]}" 2>&1 \
     | tee "$out/benchmark.log"
 bench_rc=$?
-case $bench_rc in
-    0) bench="passed" ;;
-    124) bench="FAILED: stopped after $((left + 60)) s" ;;
-    *) bench="FAILED (exit $bench_rc)" ;;
-esac
+bench=$(status "$bench_rc" $((left + 60)))
 
 echo "== gpu_check, $SECONDS s: pytest -m gpu $tests; benchmark $bench; table in $out/gpu_check.md =="
 [ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
