@@ -7,13 +7,16 @@ and what would be valid; the Hydra callback in ``hydra_callbacks`` turns it into
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from mobilenet_lab.deploy.formats import (
@@ -30,7 +33,7 @@ from mobilenet_lab.runs.checkpoint import (
     load_checkpoint,
     restore_run_config,
 )
-from mobilenet_lab.runs.errors import ConfigError, check_positive_int, is_number
+from mobilenet_lab.runs.errors import ConfigError, is_number
 from mobilenet_lab.runs.files import is_training_run
 from mobilenet_lab.runs.resume import Resumed, resume_run
 from mobilenet_lab.training.distillation import check_distill
@@ -50,6 +53,7 @@ def check_train_config(cfg: DictConfig, hardware: bool = True) -> None:
         cfg = resumed.config.copy()
         with open_dict(cfg):  # the checkpoint's weights replace init_from's, not read again
             cfg.model = as_trained(cfg.model)
+    check_limits(cfg)
     check_trainer_config(cfg.trainer, hardware)
     per_device_batch_size(cfg)
     check_model_and_data(cfg)
@@ -107,12 +111,14 @@ def check_same_batch(resumed: Resumed) -> None:
 def check_profile_config(cfg: DictConfig, hardware: bool = True) -> None:
     """What ``scripts/profile_model.py`` needs: the same model and input size checks as training
     (none of them depends on the hardware)."""
+    check_limits(cfg)
     check_model_and_data(cfg)
 
 
 def check_eval_config(cfg: DictConfig, hardware: bool = True) -> None:
     """What ``src/eval.py`` needs: a readable checkpoint, and its run's config still valid; or,
     with no ``ckpt_path``, a network the config builds from ``model.init_from``."""
+    check_limits(cfg)
     check_trainer_config(cfg.trainer, hardware)
     if cfg.weights not in ("averaged", "trained"):
         raise ConfigError(f"weights={cfg.weights!r} is not valid: use averaged or trained")
@@ -170,7 +176,7 @@ def _config_error_in(error: BaseException | None) -> ConfigError | None:
 def check_export_config(cfg: DictConfig, hardware: bool = True) -> None:
     """What ``src/export.py`` needs: a checkpoint of this kit, a known format with its
     packages installed, a known quantization, a folder it can write, and the run's config
-    still valid (its data set gives the check images), an ``int8_min_ratio`` in (0, 1]. Export
+    still valid (its data set gives the check images), numbers in their ``LIMITS``. Export
     runs on the CPU, so ``hardware`` has nothing to check."""
     if cfg.weights not in ("averaged", "trained"):
         raise ConfigError(f"weights={cfg.weights!r} is not valid: use averaged or trained")
@@ -178,14 +184,7 @@ def check_export_config(cfg: DictConfig, hardware: bool = True) -> None:
         raise ConfigError(
             f"quantize={cfg.quantize!r} is not valid: use int8 (or leave it out for fp32 alone)"
         )
-    for key in ("calibration_images", "check_images"):
-        _positive_int(cfg, key)
-    ratio = cfg.int8_min_ratio
-    if not is_number(ratio) or not 0 < ratio <= 1:
-        raise ConfigError(
-            f"int8_min_ratio={ratio!r} is not valid: use a number in (0, 1], the share of the "
-            "fp32 file's test accuracy the int8 file must keep (default 0.99)"
-        )
+    check_limits(cfg)
     check_format(cfg.format)
     suffix = SUFFIXES[cfg.format]
     if cfg.output_path and Path(cfg.output_path).suffix.lower() != suffix:
@@ -209,8 +208,7 @@ def check_predict_config(cfg: DictConfig, hardware: bool = True) -> None:
 
     if cfg.weights not in ("averaged", "trained"):
         raise ConfigError(f"weights={cfg.weights!r} is not valid: use averaged or trained")
-    for key in ("top_k", "batch_size"):
-        _positive_int(cfg, key)
+    check_limits(cfg)
     if cfg.device not in ("auto", "cpu") and not str(cfg.device).startswith("cuda"):
         raise ConfigError(f"device={cfg.device!r} is not valid: use auto, cpu or cuda[:N]")
     if hardware and str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
@@ -228,13 +226,6 @@ PREDICT_EXAMPLE = (
 )
 
 
-def _positive_int(cfg: DictConfig, key: str) -> None:
-    try:
-        check_positive_int(key, cfg[key])
-    except ValueError as error:
-        raise ConfigError(str(error)) from error
-
-
 def _writable_folder(folder: Path, key: str) -> None:
     """The nearest existing folder of ``folder`` must be writable: an export must not fail
     after its minutes of lowering, nor leave half a file."""
@@ -243,4 +234,224 @@ def _writable_folder(folder: Path, key: str) -> None:
         raise ConfigError(
             f"{key}: {folder} cannot be written ({existing} is not a writable folder): give an "
             "output_path in a folder you can write"
+        )
+
+
+# Numeric settings: one rule per key, checked wherever the key is in an entry point's config
+# (``top_k`` only in predict's, ``callbacks.ema.*`` only with callbacks=ema). The table in
+# docs/training.md ("Numeric settings") lists the same rules, and a test holds the two equal.
+# Keys a component checks itself when it is built at start-up (``model.alpha``,
+# ``data.image_size``, ``data.batch_size``, ...) are listed there too, not here.
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The values a key accepts: ``valid`` in words (the error and the docs), ``accepts`` as a
+    test."""
+
+    valid: str
+    accepts: Callable[[Any], bool]
+
+    def __or__(self, other: Limit) -> Limit:
+        return Limit(
+            f"{self.valid}, or {other.valid}", lambda v: self.accepts(v) or other.accepts(v)
+        )
+
+    def why(self, reason: str) -> Limit:
+        return Limit(f"{self.valid} ({reason})", self.accepts)
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def whole(low: int, high: int | None = None, what: str = "a whole number") -> Limit:
+    """A whole number in ``[low, high]`` (``high=None``: no upper end)."""
+    words = f"{what} >= {low}" if high is None else f"{what} in [{low}, {high}]"
+    return Limit(words, lambda v: _is_whole(v) and low <= v and (high is None or v <= high))
+
+
+def number(
+    low: float, high: float | None = None, open_low: bool = False, open_high: bool = False,
+    what: str = "a number",
+) -> Limit:  # fmt: skip
+    """A real number between ``low`` and ``high``, each end in or out (``open_*``)."""
+    if high is None:
+        words = f"{what} {'>' if open_low else '>='} {low}"
+    else:
+        words = f"{what} in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+
+    def accepts(v: object) -> bool:
+        if not is_number(v):
+            return False
+        above = v > low if open_low else v >= low
+        below = high is None or (v < high if open_high else v <= high)
+        return above and below
+
+    return Limit(words, accepts)
+
+
+def exactly(value: int | None, meaning: str) -> Limit:
+    """One special value (``-1``, ``null``) with what it means."""
+    shown = "null" if value is None else value
+    if value is None:
+        return Limit(f"null ({meaning})", lambda v: v is None)
+    return Limit(f"{shown} ({meaning})", lambda v: _is_whole(v) and v == value)
+
+
+def _two_betas(value: object) -> bool:
+    pair = isinstance(value, list | tuple) and len(value) == 2
+    return pair and all(is_number(b) and 0 <= b < 1 for b in value)
+
+
+SEED = whole(0, 2**32 - 1)  # NumPy's seeds (Lightning's seed_everything, scikit-learn's splits)
+BATCHES = whole(1, what="a whole number of batches") | number(
+    0, 1, open_low=True, what="a share of them"
+)
+TIME = Limit(
+    "a time 'DD:HH:MM:SS'", lambda v: isinstance(v, str) and bool(re.fullmatch(r"\d+(:\d+){3}", v))
+)
+SPEED = {"speed.batch_size": whole(1), "speed.repeats": whole(1), "speed.warmup": whole(0)}
+
+LIMITS: dict[str, Limit] = {
+    "seed": SEED | exactly(None, "Lightning draws one and prints it"),
+    "global_batch_size": whole(1) | exactly(None, "data.batch_size per device"),
+    # trainer (train, eval)
+    "trainer.max_epochs": whole(1) | exactly(-1, "no limit: trainer.max_steps must end the run"),
+    "trainer.min_epochs": whole(0) | exactly(None, "none"),
+    "trainer.max_steps": whole(1) | exactly(-1, "no limit: trainer.max_epochs ends the run"),
+    "trainer.num_nodes": whole(1),
+    "trainer.accumulate_grad_batches": whole(1),
+    "trainer.gradient_clip_val": number(0) | exactly(None, "no clipping"),
+    "trainer.check_val_every_n_epoch": whole(1)
+    | exactly(None, "validation every trainer.val_check_interval batches, a whole number"),
+    "trainer.val_check_interval": (
+        whole(1, what="a whole number of batches")
+        | number(0, 1, open_low=True, what="a share of the epoch")
+        | TIME
+    ),
+    "trainer.log_every_n_steps": whole(1),
+    "trainer.limit_train_batches": BATCHES.why("0 would train nothing"),
+    "trainer.limit_val_batches": BATCHES.why(
+        "best.ckpt, val/acc_best and a sweep's metric come from validation: to validate "
+        "less often, trainer.check_val_every_n_epoch=N"
+    ),
+    "trainer.limit_test_batches": BATCHES.why("0 would score nothing"),
+    "trainer.overfit_batches": (whole(0) | number(0, 1)).why("0: off"),
+    "trainer.fast_dev_run": Limit("true, false", lambda v: isinstance(v, bool))
+    | whole(0, what="a whole number of batches"),
+    "trainer.num_sanity_val_steps": whole(0) | exactly(-1, "every validation batch"),
+    # data (the keys their modules do not check themselves)
+    "data.split_seed": SEED,
+    "data.seed": SEED,
+    "data.num_workers": whole(0) | exactly(None, "one per CPU core, at most 8"),
+    "data.max_translate": number(0, 1).why("a share of the image side"),
+    "data.max_rotate_deg": number(0, 180),
+    "data.max_scale": number(0, 1, open_high=True).why("zoom in [1 - s, 1 + s]"),
+    "data.padding": whole(0),
+    "data.crop_pct": number(0, 1, open_low=True),
+    "data.hflip": number(0, 1),
+    "data.color_jitter": number(0),
+    "data.re_prob": number(0, 1),
+    # model (timm's networks; V1 checks its dropout itself too)
+    "model.dropout": number(0, 1, open_high=True),
+    "model.drop_path": number(0, 1, open_high=True),
+    # module
+    "module.label_smoothing": number(0, 1),
+    "module.mixup.mixup_alpha": number(0),
+    "module.mixup.cutmix_alpha": number(0),
+    "module.mixup.prob": number(0, 1),
+    "module.mixup.switch_prob": number(0, 1),
+    "module.distill.weight": number(0, 1),
+    "module.distill.temperature": number(0, open_low=True),
+    # optimizer
+    "optimizer.lr": number(0, open_low=True),
+    "optimizer.lr_base": number(0, open_low=True) | exactly(None, "optimizer.lr as given"),
+    "optimizer.weight_decay": number(0),
+    "optimizer.momentum": number(0, 1, open_high=True),
+    "optimizer.alpha": number(0, 1),
+    "optimizer.eps": number(0),
+    "optimizer.betas": Limit("two numbers in [0, 1), e.g. [0.9, 0.999]", _two_betas),
+    # scheduler
+    "scheduler.warmup_epochs": number(0),
+    "scheduler.warmup_start_factor": number(0, 1),
+    "scheduler.min_lr": number(0),
+    "scheduler.decay_epochs": number(0, open_low=True),
+    "scheduler.gamma": number(0, 1, open_low=True),
+    # callbacks
+    "callbacks.precise_bn.num_batches": whole(1),
+    "callbacks.ema.decay": number(0, 1),
+    "callbacks.ema.warmup_gamma": number(0, open_low=True),
+    "callbacks.ema.warmup_power": number(0, open_low=True),
+    "callbacks.ema.update_every_n_steps": whole(1),
+    "callbacks.ema.update_starting_at_step": whole(0) | exactly(None, "from the first step"),
+    "callbacks.ema.update_starting_at_epoch": whole(0) | exactly(None, "from the first epoch"),
+    # export
+    "calibration_images": whole(1),
+    "check_images": whole(1),
+    "int8_min_ratio": number(0, 1, open_low=True).why(
+        "the share of the fp32 file's test accuracy the int8 file must keep"
+    ),
+    # export, profile
+    **SPEED,
+    # predict
+    "top_k": whole(1),
+    "batch_size": whole(1),
+    # profile
+    "num_classes": whole(1),
+    "in_chans": whole(1),
+}
+
+
+_ABSENT = object()
+
+
+def check_limits(cfg: DictConfig) -> None:
+    """Every key of ``LIMITS`` that ``cfg`` has, then the rules that join two keys (the run's
+    horizon first: other keys may follow ``trainer.max_epochs``)."""
+    trainer = cfg.get("trainer") or {}
+    if trainer.get("max_epochs") == -1 and trainer.get("max_steps", -1) == -1:
+        raise ConfigError(
+            "trainer.max_epochs=-1 (no limit) needs trainer.max_steps >= 1: the learning-rate "
+            "schedule and the test at the end need a last step (e.g. +trainer.max_steps=1000)"
+        )
+    for key, limit in LIMITS.items():
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is _ABSENT:
+            continue
+        if isinstance(value, DictConfig | ListConfig):
+            value = OmegaConf.to_object(value)
+        if not limit.accepts(value):
+            raise ConfigError(f"{key}={_shown(value)} is not valid: use {limit.valid}")
+    _check_pairs(cfg)
+
+
+def _shown(value: object) -> str:
+    """A value as it is written on the command line (``null``, ``true``), else its repr."""
+    if value is None or isinstance(value, bool):
+        return str(value).lower().replace("none", "null")
+    return repr(value)
+
+
+def _check_pairs(cfg: DictConfig) -> None:
+    """Values valid alone that do not work together."""
+    trainer = cfg.get("trainer") or {}
+    every_epoch = trainer.get("check_val_every_n_epoch", 1)
+    if every_epoch is None and not _is_whole(trainer.get("val_check_interval")):
+        raise ConfigError(
+            "trainer.check_val_every_n_epoch=null validates every trainer.val_check_interval "
+            f"batches, which must then be a whole number (it is "
+            f"{_shown(trainer.get('val_check_interval'))}): e.g. +trainer.val_check_interval=500"
+        )
+    optimizer = cfg.get("optimizer") or {}
+    if optimizer.get("nesterov") and not optimizer.get("momentum", 0) > 0:
+        raise ConfigError(
+            f"optimizer.momentum={optimizer.momentum} with optimizer.nesterov=true: Nesterov "
+            "momentum needs a momentum > 0 (or optimizer.nesterov=false)"
+        )
+    mixup = OmegaConf.select(cfg, "module.mixup")
+    if mixup and not (mixup.get("mixup_alpha", 1.0) > 0 or mixup.get("cutmix_alpha", 0.0) > 0):
+        raise ConfigError(
+            "module.mixup has mixup_alpha=0 and cutmix_alpha=0, so it mixes nothing: give one "
+            "of them > 0, or module.mixup=null"
         )

@@ -202,19 +202,12 @@ def _names(names: tuple[str, ...] | list[str]) -> str:
 
 def check_distill(cfg: DictConfig) -> None:
     """The run's ``module.distill``: a teacher that opens and fits the student's data (its
-    classes, their names and order, and the digits' split), ``weight`` in [0, 1],
-    ``temperature`` > 0, ``cache`` only where it is valid. One line each, before any run
-    folder."""
+    classes, their names and order, and the digits' split), ``cache`` only where it is valid.
+    One line each, before any run folder (``weight`` and ``temperature``: with every number, in
+    ``runs/startup_checks.py``)."""
     distill = {**DEFAULTS, **(cfg.module.get("distill") or {})}
     if not distill["teacher"]:
         return
-    weight, temperature = distill["weight"], distill["temperature"]
-    if not isinstance(weight, int | float) or not 0 <= weight <= 1:
-        raise ConfigError(f"module.distill.weight={weight!r} is not valid: use a number in [0, 1]")
-    if not isinstance(temperature, int | float) or temperature <= 0:
-        raise ConfigError(
-            f"module.distill.temperature={temperature!r} is not valid: use a number > 0"
-        )
     from hydra.utils import instantiate
 
     from mobilenet_lab.data.digits import DigitsDataModule
