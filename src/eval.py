@@ -5,6 +5,7 @@ from omegaconf import DictConfig
 
 import mobilenet_lab.runs.resolvers  # noqa: F401  (registers the resolvers the configs use)
 from mobilenet_lab.runs.errors import exit_on_config_error
+from mobilenet_lab.runs.shown_config import show_run_config
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
@@ -16,4 +17,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if not show_run_config(__file__, "eval"):  # --cfg with ckpt_path: the checkpoint's config
+        main()

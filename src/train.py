@@ -4,6 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 import mobilenet_lab.runs.resolvers  # noqa: F401  (registers the resolvers the configs use)
+from mobilenet_lab.runs.shown_config import show_run_config
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -19,4 +20,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    if not show_run_config(__file__, "train"):  # --cfg with ckpt_path: the checkpoint's config
+        main()

@@ -130,3 +130,41 @@ def test_a_bad_number_stops_the_entry_point_before_any_run_folder(
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"Error: {override.split('=')[0]}=")
     assert not any(tmp_path.iterdir()), "a run folder was created"
+
+
+@pytest.mark.parametrize(
+    ("script", "override", "key", "value"),
+    [
+        ("src/eval.py", "data.batch_size=7", "data.batch_size", 7),
+        ("src/export.py", "speed.repeats=3", "speed.repeats", 3),
+        ("src/predict.py", "top_k=2", "preprocessing.image_size", 40),
+        ("src/train.py", "trainer.max_epochs=3", "trainer.max_epochs", 3),
+    ],
+)
+def test_cfg_job_with_a_checkpoint_shows_the_config_that_will_run(
+    run_main, digits_teacher: Path, tmp_path: Path, script: str, override: str, key: str,
+    value: int,
+) -> None:  # fmt: skip
+    """The teacher run is V1 at alpha 0.5 on 40 px digits; today's eval default is alpha 1.0
+    at 32 px. The command line's override shows on top of the checkpoint's config."""
+    args = ["--cfg", "job", f"ckpt_path={digits_teacher}", override, f"paths.log_dir={tmp_path}"]
+    result = run_main(script, *args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    shown = OmegaConf.create(result.stdout)
+    assert (shown.model.alpha, OmegaConf.select(shown, key)) == (0.5, value)
+    assert "hydra" not in shown
+    if script != "src/predict.py":
+        assert shown.data.image_size == 40
+    assert not any(tmp_path.iterdir())
+
+
+def test_cfg_all_keeps_hydra_and_a_bad_checkpoint_is_one_line(run_main, digits_teacher: Path,
+                                                              tmp_path: Path) -> None:  # fmt: skip
+    result = run_main("src/eval.py", "--cfg", "all", f"ckpt_path={digits_teacher}")
+    shown = OmegaConf.create(result.stdout)
+    assert result.returncode == 0 and shown.model.alpha == 0.5 and "run" in shown.hydra
+    result = run_main("src/eval.py", "--cfg", "job", f"ckpt_path={tmp_path / 'none.ckpt'}")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"Error: ckpt_path='{tmp_path / 'none.ckpt'}' does not exist")
+    assert OmegaConf.create(run_main("src/eval.py", "--cfg", "job").stdout).model.alpha == 1.0
