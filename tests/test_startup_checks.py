@@ -168,3 +168,13 @@ def test_cfg_all_keeps_hydra_and_a_bad_checkpoint_is_one_line(run_main, digits_t
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"Error: ckpt_path='{tmp_path / 'none.ckpt'}' does not exist")
     assert OmegaConf.create(run_main("src/eval.py", "--cfg", "job").stdout).model.alpha == 1.0
+
+
+PRESETS = [f"{path.parent.name}={path.stem}" for group in ("experiment", "debug", "optimizer",
+           "scheduler", "callbacks", "model", "data", "trainer")
+           for path in sorted((ROOT / "conf" / group).glob("*.yaml"))]  # fmt: skip
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_passes_the_limits(preset: str) -> None:
+    check_limits(composed("train", (preset, "++data.data_dir=/nowhere")))
