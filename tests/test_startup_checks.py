@@ -92,6 +92,10 @@ def test_limits_take_their_ends_as_documented(key: str, good: list, bad: list) -
         (["optimizer.momentum=0"], "Nesterov momentum needs a momentum > 0"),
         (["module.mixup={mixup_alpha: 0}"], "it mixes nothing"),
         (["trainer.check_val_every_n_epoch=null"], "must then be a whole number"),
+        (  # the digits validate at trainer.max_epochs: the message names where -1 comes from
+            ["trainer.max_epochs=-1", "+trainer.max_steps=50"],
+            "trainer.check_val_every_n_epoch=-1 (${.max_epochs}) is not valid",
+        ),
     ],
 )
 def test_values_valid_alone_but_not_together_are_refused(

@@ -422,8 +422,19 @@ def check_limits(cfg: DictConfig) -> None:
         if isinstance(value, DictConfig | ListConfig):
             value = OmegaConf.to_object(value)
         if not limit.accepts(value):
-            raise ConfigError(f"{key}={_shown(value)} is not valid: use {limit.valid}")
+            raise ConfigError(
+                f"{key}={_shown(value)}{_source(cfg, key)} is not valid: use {limit.valid}"
+            )
     _check_pairs(cfg)
+
+
+def _source(cfg: DictConfig, key: str) -> str:
+    """`` (${.max_epochs})`` when the value comes from another key, which the user set."""
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    if not OmegaConf.is_interpolation(parent, leaf):
+        return ""
+    return f" ({OmegaConf.to_container(parent, resolve=False)[leaf]})"
 
 
 def _shown(value: object) -> str:
