@@ -136,6 +136,7 @@ def test_a_bad_number_stops_the_entry_point_before_any_run_folder(
     assert not any(tmp_path.iterdir()), "a run folder was created"
 
 
+@pytest.mark.slow  # the teacher run: trained once per session
 @pytest.mark.parametrize(
     ("script", "override", "key", "value"),
     [
@@ -162,6 +163,7 @@ def test_cfg_job_with_a_checkpoint_shows_the_config_that_will_run(
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_cfg_all_keeps_hydra_and_a_bad_checkpoint_is_one_line(run_main, digits_teacher: Path,
                                                               tmp_path: Path) -> None:  # fmt: skip
     result = run_main("src/eval.py", "--cfg", "all", f"ckpt_path={digits_teacher}")
