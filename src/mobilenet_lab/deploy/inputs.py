@@ -12,19 +12,40 @@ from mobilenet_lab.runs.errors import ConfigError
 INPUT_EXAMPLE = "e.g. input=photo.png, input=images/ or input='images/*.jpg'"
 
 
+def folder_files(root: Path) -> list[str]:
+    """Every file under ``root``, hidden ones left out, following links to folders (which
+    ``Path.rglob`` does not before Python 3.13): a folder reached again (a link to a parent)
+    is not walked again, and a file reached twice through links is listed once."""
+    seen_folders: set[tuple[int, int]] = set()
+    seen_files: set[str] = set()
+    files = []
+    for folder, folders, names in os.walk(root, followlinks=True):
+        stat = os.stat(folder)
+        if (stat.st_dev, stat.st_ino) in seen_folders:
+            folders.clear()
+            continue
+        seen_folders.add((stat.st_dev, stat.st_ino))
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        for name in sorted(names):
+            file = os.path.join(folder, name)
+            if name.startswith(".") or not os.path.isfile(file):
+                continue
+            if (real := os.path.realpath(file)) not in seen_files:
+                seen_files.add(real)
+                files.append(file)
+    return sorted(files)
+
+
 def list_inputs(input_path: str | None) -> list[str]:
-    """The files ``input`` names: one file, every file under a folder (hidden ones left out),
-    or a glob pattern. Refuses an input that names no image file at all."""
+    """The files ``input`` names: one file, every file under a folder (``folder_files``), or a
+    glob pattern. Refuses an input that names no image file at all."""
     if not input_path:
         raise ConfigError(f"input is not set: give an image file, folder or glob, {INPUT_EXAMPLE}")
     path = Path(input_path)
     if path.is_file():
         return [str(path)]
     if path.is_dir():
-        files = sorted(
-            str(p) for p in path.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        )  # fmt: skip
+        files = folder_files(path)
     else:
         files = sorted(p for p in glob.glob(input_path, recursive=True) if os.path.isfile(p))
         if not files and not glob.has_magic(input_path):
