@@ -16,33 +16,13 @@ from mobilenet_lab.data.imagefolder import ImageFolderDataModule
 from mobilenet_lab.data.images import UnreadableImage, open_image
 from mobilenet_lab.deploy.inputs import list_inputs
 from mobilenet_lab.runs.errors import ConfigError
-from tests.data_files import write_image_tree
-
-# a grey ramp through every 8-bit level, and the same levels at higher depths
-LEVELS = np.arange(256, dtype=np.uint8).reshape(16, 16)
-
-
-def write_twins(folder: Path, levels: np.ndarray = LEVELS) -> dict[str, Path]:
-    """``levels`` as an 8-bit PNG and as its 16-bit PNG, 16-bit TIFF, 16-bit PGM (Pillow's mode
-    I), 32-bit float TIFF twins; 8-bit level p is 16-bit level 257 p, float p / 255."""
-    folder.mkdir(parents=True, exist_ok=True)
-    wide = levels.astype(np.uint16) * 257
-    files = {name: folder / name for name in ("8.png", "16.png", "16.tif", "16.pgm", "f.tif")}
-    Image.fromarray(levels).save(files["8.png"])
-    Image.fromarray(wide).save(files["16.png"])
-    Image.fromarray(wide).save(files["16.tif"])
-    height, width = levels.shape
-    files["16.pgm"].write_bytes(
-        b"P5 %d %d 65535\n" % (width, height) + wide.astype(">u2").tobytes()
-    )
-    Image.fromarray(levels.astype(np.float32) / 255).save(files["f.tif"])
-    return files
+from tests.data_files import write_image_tree, write_twins
 
 
 def test_deep_images_read_as_their_8_bit_twin(tmp_path: Path) -> None:
     """Pillow's convert("L") clips 16-bit and float images (to 0/255, to 0/1) instead of
     scaling them: each twin here reads as the 8-bit file, level for level."""
-    files = write_twins(tmp_path)
+    files = write_twins(tmp_path, np.arange(256, dtype=np.uint8).reshape(16, 16))
     modes = {name: Image.open(path).mode for name, path in files.items()}
     assert modes == {"8.png": "L", "16.png": "I;16", "16.tif": "I;16", "16.pgm": "I", "f.tif": "F"}
     for channels, mode in ((1, "L"), (3, "RGB")):

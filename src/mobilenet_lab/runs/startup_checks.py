@@ -204,13 +204,16 @@ def check_export_config(cfg: DictConfig, hardware: bool = True) -> None:
 
 def check_predict_config(cfg: DictConfig, hardware: bool = True) -> None:
     """What ``src/predict.py`` needs: a checkpoint of this kit or a file it exported (ONNX,
-    ExecuTorch, LiteRT), and an input that names at least one image file."""
+    ExecuTorch, LiteRT), and an input that names at least one image file (one file: readable)."""
+    from mobilenet_lab.data.images import UnreadableImage, open_image
     from mobilenet_lab.deploy.inputs import list_inputs
 
     if cfg.weights not in ("averaged", "trained"):
         raise ConfigError(f"weights={cfg.weights!r} is not valid: use averaged or trained")
     for key in ("top_k", "batch_size"):
         _positive_int(cfg, key)
+    if cfg.max_image_pixels is not None:  # null: Pillow's limit
+        _positive_int(cfg, "max_image_pixels")
     if cfg.device not in ("auto", "cpu") and not str(cfg.device).startswith("cuda"):
         raise ConfigError(f"device={cfg.device!r} is not valid: use auto, cpu or cuda[:N]")
     if hardware and str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
@@ -219,7 +222,11 @@ def check_predict_config(cfg: DictConfig, hardware: bool = True) -> None:
         read_metadata(cfg.ckpt_path)
     else:
         load_checkpoint(cfg.ckpt_path, example=PREDICT_EXAMPLE)
-    list_inputs(cfg.input)
+    if len(files := list_inputs(cfg.input)) == 1:  # one file: decoding it is cheap, and tells
+        try:
+            open_image(files[0], 3, cfg.max_image_pixels)
+        except UnreadableImage as error:
+            raise ConfigError(f"input={cfg.input!r} is not read: {error}") from error
 
 
 PREDICT_EXAMPLE = (
