@@ -77,7 +77,8 @@ def test_an_image_over_the_pixel_limit_names_its_size_and_the_setting(
 
 def test_folders_are_followed_through_links_once(tmp_path: Path) -> None:
     """rglob does not follow a linked folder (Python 3.11): its images were "no image files".
-    A link back to a parent is not walked again; a file reached twice is listed once."""
+    A link back to a parent is not walked again; a file reached twice is listed once (by a
+    glob too, whose ** did follow the link to a parent, listing one file 40 times)."""
     root, outside = tmp_path / "input", tmp_path / "outside"
     (root / "real").mkdir(parents=True)
     outside.mkdir()
@@ -96,6 +97,9 @@ def test_folders_are_followed_through_links_once(tmp_path: Path) -> None:
     os.remove(root / "linked")
     with pytest.raises(ConfigError, match="holds no image files"):
         list_inputs(str(root))  # same.png: a link to nothing now, and up/ leads back here
+    # a glob's ** follows links (up/ 40 times over, to the system's limit): listed once too
+    Image.new("L", (8, 8)).save(root / "real" / "c.png")
+    assert list_inputs(f"{root}/**/*.png") == [str(root / "real" / "c.png")]
 
 
 def test_image_folders_read_deep_images_and_linked_class_folders(tmp_path: Path) -> None:

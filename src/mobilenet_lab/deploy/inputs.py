@@ -14,26 +14,29 @@ INPUT_EXAMPLE = "e.g. input=photo.png, input=images/ or input='images/*.jpg'"
 
 def folder_files(root: Path) -> list[str]:
     """Every file under ``root``, hidden ones left out, following links to folders (which
-    ``Path.rglob`` does not before Python 3.13): a folder reached again (a link to a parent)
-    is not walked again, and a file reached twice through links is listed once."""
-    seen_folders: set[tuple[int, int]] = set()
-    seen_files: set[str] = set()
+    ``Path.rglob`` does not before Python 3.13); a folder reached again (a link to a parent)
+    is not walked again."""
+    seen: set[tuple[int, int]] = set()
     files = []
     for folder, folders, names in os.walk(root, followlinks=True):
         stat = os.stat(folder)
-        if (stat.st_dev, stat.st_ino) in seen_folders:
+        if (stat.st_dev, stat.st_ino) in seen:
             folders.clear()
             continue
-        seen_folders.add((stat.st_dev, stat.st_ino))
-        folders[:] = sorted(name for name in folders if not name.startswith("."))
-        for name in sorted(names):
-            file = os.path.join(folder, name)
-            if name.startswith(".") or not os.path.isfile(file):
-                continue
-            if (real := os.path.realpath(file)) not in seen_files:
-                seen_files.add(real)
-                files.append(file)
-    return sorted(files)
+        seen.add((stat.st_dev, stat.st_ino))
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        paths = (os.path.join(folder, name) for name in names if not name.startswith("."))
+        files.extend(path for path in paths if os.path.isfile(path))
+    return files
+
+
+def once(paths: list[str]) -> list[str]:
+    """``paths`` sorted, a file reached through several (links, a glob's ``**`` through a link
+    to a parent) listed once, by its first path."""
+    first: dict[str, str] = {}
+    for path in sorted(paths):
+        first.setdefault(os.path.realpath(path), path)
+    return list(first.values())
 
 
 def list_inputs(input_path: str | None) -> list[str]:
@@ -45,9 +48,9 @@ def list_inputs(input_path: str | None) -> list[str]:
     if path.is_file():
         return [str(path)]
     if path.is_dir():
-        files = folder_files(path)
+        files = once(folder_files(path))
     else:
-        files = sorted(p for p in glob.glob(input_path, recursive=True) if os.path.isfile(p))
+        files = once([p for p in glob.glob(input_path, recursive=True) if os.path.isfile(p)])
         if not files and not glob.has_magic(input_path):
             raise ConfigError(f"input={input_path!r} does not exist: {INPUT_EXAMPLE}")
     if not any(Path(f).suffix.lower() in IMAGE_SUFFIXES for f in files):
