@@ -4,6 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 import mobilenet_lab.runs.resolvers  # noqa: F401  (registers the resolvers the configs use)
+from mobilenet_lab.runs.errors import exit_on_config_error, exit_on_refusal
 from mobilenet_lab.runs.shown_config import show_run_config
 
 
@@ -11,7 +12,9 @@ from mobilenet_lab.runs.shown_config import show_run_config
 def main(cfg: DictConfig) -> None:
     from mobilenet_lab.predict import predict  # imported here so --help and --cfg stay fast
 
-    predict(cfg)
+    # an input of which no file can be read: one line, exit 2; a refused result: exit 1
+    with exit_on_config_error(), exit_on_refusal():
+        predict(cfg)
 
 
 if __name__ == "__main__":

@@ -53,3 +53,21 @@ def write_image_tree(
         (root / "train" / "empty_class").mkdir()
         (root / "val" / "empty_class").mkdir()
     return root
+
+
+def write_twins(folder: Path, levels: np.ndarray, stem: str = "") -> dict[str, Path]:
+    """``levels`` (8-bit grey) as an 8-bit PNG and its twins: 16-bit PNG, 16-bit TIFF, 16-bit
+    PGM (Pillow's mode I), 32-bit float TIFF; 8-bit level p is 16-bit 257 p, float p / 255."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wide = levels.astype(np.uint16) * 257
+    names = ("8.png", "16.png", "16.tif", "16.pgm", "f.tif")
+    files = {name: folder / f"{stem}{name}" for name in names}
+    Image.fromarray(levels).save(files["8.png"])
+    Image.fromarray(wide).save(files["16.png"])
+    Image.fromarray(wide).save(files["16.tif"])
+    height, width = levels.shape
+    files["16.pgm"].write_bytes(
+        b"P5 %d %d 65535\n" % (width, height) + wide.astype(">u2").tobytes()
+    )
+    Image.fromarray(levels.astype(np.float32) / 255).save(files["f.tif"])
+    return files

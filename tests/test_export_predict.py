@@ -23,6 +23,7 @@ from mobilenet_lab.runs.files import RUN_CONFIG_KEY
 from mobilenet_lab.runs.startup_checks import check_export_config, check_predict_config
 from mobilenet_lab.train import train
 from tests.conftest import compose_cfg, run_cli, test_split_accuracy
+from tests.data_files import write_twins
 
 TINY = ["debug=limit", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
         "~callbacks.model_summary", "model.alpha=0.25", "data.image_size=32"]  # fmt: skip
@@ -225,6 +226,59 @@ def test_predict_writes_top_k_labels_and_skips_unreadable_files(
     ]
 
 
+@pytest.mark.parametrize("source", ["ckpt", "onnx"])
+def test_16_bit_and_float_digits_predict_as_their_8_bit_twins(
+    exported: dict, digit_pngs: tuple[Path, torch.Tensor], tmp_path: Path, source: str
+) -> None:
+    """convert("L") clipped 16-bit digits to 0/255 (4 of 6 predicted wrong at ~0.9 confidence)
+    and float ones to 0/1: each twin now gets its 8-bit file's prediction, to the digit."""
+    folder, _ = digit_pngs
+    for png in sorted(folder.iterdir())[:6]:
+        write_twins(tmp_path / "in", np.asarray(Image.open(png)), stem=f"{png.stem}.")
+    ckpt = exported["ckpt"] if source == "ckpt" else exported["dir"] / "model.onnx"
+    rows = predict(compose_cfg("predict", [f"ckpt_path={ckpt}", f"input={tmp_path / 'in'}"],
+                               tmp_path / "run"))  # fmt: skip
+    assert len(rows) == 6 * 5
+    by_digit: dict[str, list[dict]] = {}
+    for row in rows:
+        by_digit.setdefault(Path(row["path"]).name.split(".")[0], []).append(row)
+    for digit, twins in by_digit.items():
+        predictions = {tuple(v for k, v in row.items() if k != "path") for row in twins}
+        assert len(predictions) == 1, (digit, twins)  # labels and probabilities, all five files
+
+
+def test_predict_lists_each_skipped_file_with_its_reason(
+    digits_run: Path, digit_pngs: tuple[Path, torch.Tensor], tmp_path: Path, capsys
+) -> None:
+    """Readable files are predicted (exit 0); the others go to skipped.csv and the console,
+    each with its reason: not an image, over the pixel limit, a mode that is not read."""
+    folder, _ = digit_pngs
+    mixed = tmp_path / "in"
+    mixed.mkdir()
+    for png in sorted(folder.iterdir())[:2]:  # 8 x 8 digits: 64 pixels
+        (mixed / png.name).write_bytes(png.read_bytes())
+    (notes := mixed / "notes.txt").write_text("not an image")
+    Image.new("L", (20, 10)).save(mixed / "large.png")
+    Image.new("LAB", (8, 8)).save(mixed / "lab.tif")
+    overrides = [f"ckpt_path={digits_run}", f"input={mixed}", "max_image_pixels=100"]
+    rows = predict(compose_cfg("predict", overrides, tmp_path / "run"))
+    assert [Path(r["path"]).name for r in rows] == sorted(p.name for p in folder.iterdir())[:2]
+    skipped = {Path(r["path"]).name: r["reason"] for r in read_csv(tmp_path / "run/skipped.csv")}
+    assert skipped == {
+        "lab.tif": "its mode LAB is not read (read modes: 1, L, LA, La, P, PA, RGB, RGBA, RGBa, "
+        "RGBX, CMYK, YCbCr, I;16, I;16L, I;16B, I;16N, I, F): save it as 8- or 16-bit grey or RGB",
+        "large.png": "20 x 10 = 200 pixels, over max_image_pixels of 100: set "
+        "max_image_pixels=200 to read it",
+        "notes.txt": f"not a readable image (cannot identify image file {str(notes)!r})",
+    }
+    out = capsys.readouterr().out
+    assert "Skipped 3 file(s), listed in" in out
+    assert all(f"{mixed / name}: {reason}" in out for name, reason in skipped.items())
+    assert [Path(r["path"]).name for r in read_csv(tmp_path / "run/predictions.csv")] == [
+        r["path"].split("/")[-1] for r in rows
+    ]
+
+
 def test_top_k_is_capped_at_the_class_count(digits_run: Path, digit_pngs, tmp_path: Path) -> None:
     folder, _ = digit_pngs
     cfg = compose_cfg("predict", [f"ckpt_path={digits_run}", f"input={folder}/000_*.png",
@@ -271,6 +325,10 @@ def test_image_folder_runs_predict_their_folder_names(image_tree: Path, tmp_path
         (["ckpt_path={tmp}/not_kit.ckpt"], "not a checkpoint written by src/train.py"),
         (["ckpt_path={tmp}/plain.onnx"], "without this kit's metadata"),
         (["top_k=0"], "top_k=0 is not valid"),
+        (["max_image_pixels=0"], "max_image_pixels=0 is not valid: use a whole number of pixels"),
+        (["max_image_pixels=1.5"], "max_image_pixels=1.5 is not valid"),
+        (["input={tmp}/empty/readme.txt"], r"readme.txt' is not read: not a readable image"),
+        (["input={tmp}/large.png", "max_image_pixels=100"], "is not read: 20 x 10 = 200 pixels"),
     ],
 )
 def test_bad_predict_input_is_refused(
@@ -278,6 +336,7 @@ def test_bad_predict_input_is_refused(
 ) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.txt").write_text("no images here")
+    Image.new("L", (20, 10)).save(tmp_path / "large.png")
     torch.save({"state_dict": {}}, tmp_path / "not_kit.ckpt")
     torch.onnx.export(torch.nn.Linear(2, 2), (torch.zeros(1, 2),), tmp_path / "plain.onnx",
                       dynamo=False)  # fmt: skip
@@ -290,10 +349,12 @@ def test_bad_predict_input_is_refused(
 def test_nothing_readable_fails_without_a_csv(digits_run: Path, tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "fake.png").write_text("not a png")
+    (tmp_path / "in" / "fake.jpg").write_text("not a jpeg")  # one file would be decoded at start
     cfg = compose_cfg("predict", [f"ckpt_path={digits_run}", f"input={tmp_path / 'in'}"],
                       tmp_path / "run")  # fmt: skip
-    check_predict_config(cfg)  # an image file by its name: only decoding tells
-    with pytest.raises(SystemExit, match="none of the 1 file"):
+    check_predict_config(cfg)  # an image file by its name in a folder: only decoding tells
+    with pytest.raises(ConfigError, match=r"none of its 2 file\(s\) is an image that can be read "
+                       r"\(e.g. .*fake.jpg: not a readable image \(cannot identify"):  # fmt: skip
         predict(cfg)
     assert not list((tmp_path / "run").iterdir())
 
@@ -343,6 +404,33 @@ def test_cli_bad_input_is_one_line_and_no_run_folder(
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and message in done.stderr
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("empty", "holds no image files"),
+        ("notes.txt", "notes.txt' is not read: not a readable image"),
+        ("broken", "none of its 2 file(s) is an image that can be read"),
+    ],
+)
+def test_cli_input_naming_nothing_predictable_is_exit_2(
+    run_main, digits_run: Path, tmp_path: Path, name: str, message: str
+) -> None:
+    """An empty folder was exit 2, one non-image file exit 1: the same mistake, a bad input,
+    is now one line and exit status 2 however it shows, with no traceback."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "broken").mkdir()
+    for file in ("a.png", "b.jpg"):  # image names, but only decoding tells
+        (tmp_path / "broken" / file).write_bytes(b"not an image")
+    done = run_main("src/predict.py", f"ckpt_path={digits_run}", f"input={tmp_path / name}",
+                    f"paths.log_dir={tmp_path / 'logs'}")  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("Error: input=") and message in line
+    assert not list((tmp_path / "logs").glob("**/predictions.csv"))
 
 
 def test_onnx_runtime_runs_on_the_cpu_with_this_process_share_of_the_cores(

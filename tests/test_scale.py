@@ -195,7 +195,9 @@ def test_a_batch_of_unreadable_images_is_filled_with_readable_ones(tmp_path: Pat
     dm.setup()
     images, labels, bad = next(iter(dm.val_dataloader()))
     assert images.shape == (4, 3, 32, 32) and labels.tolist() == [1, 1, 1, 1]  # class_1's
-    assert bad == broken  # still named, for BadFileReport
+    # still named, with the reason, for BadFileReport
+    assert bad == [f"{path} (not a readable image (cannot identify image file {path!r}))"
+                   for path in broken]  # fmt: skip
 
 
 def test_loader_workers_share_this_process_cpus(tmp_path: Path, monkeypatch) -> None:

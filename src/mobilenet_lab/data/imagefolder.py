@@ -1,6 +1,6 @@
 """ImageNet-style folders (``train/<class>/*.jpg``, ``val/<class>/*.jpg``, optional ``test/``)
-with timm's train and eval transforms. Unreadable images are skipped, counted and reported
-instead of ending a long run; empty classes or splits are refused at start-up."""
+with timm's train and eval transforms. Unreadable images are skipped, counted and reported with
+their reason instead of ending a long run; empty classes or splits are refused at start-up."""
 
 from __future__ import annotations
 
@@ -12,17 +12,18 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.plugins.environments import SLURMEnvironment
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from mobilenet_lab.data.distributed import unrepeated_sampler
+from mobilenet_lab.data.images import UnreadableImage, open_image
 from mobilenet_lab.runs.errors import ConfigError, check_positive_int
 from mobilenet_lab.training.trainer import usable_cpus
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+PIXELS_KEY = "data.max_image_pixels"
 
 
 def class_names(split_dir: Path) -> list[str]:
@@ -56,15 +57,14 @@ def empty_class_folders(split_dir: Path, classes: list[str]) -> list[str]:
     ]
 
 
-def unreadable(paths: list[str]) -> list[str]:
-    """The images among ``paths`` that PIL cannot decode in full."""
+def unreadable(paths: list[str], max_pixels: int | None = None) -> list[str]:
+    """The images among ``paths`` that ``open_image`` does not read, each as "path (reason)"."""
     bad = []
     for path in paths:
         try:
-            with Image.open(path) as image:
-                image.load()
-        except Exception:  # PIL raises OSError, SyntaxError, ValueError... for broken files
-            bad.append(path)
+            open_image(path, 3, max_pixels, setting=PIXELS_KEY)
+        except UnreadableImage as error:
+            bad.append(f"{path} ({error})")
     return bad
 
 
@@ -74,8 +74,10 @@ class ReplaceBadImages(Dataset):
     for the data module to report. Distributed training needs this: a rank whose batch came out
     empty would have no loss to give its DDP peers."""
 
-    def __init__(self, samples: list[tuple[str, int]], transform: Callable) -> None:
-        self.samples, self.transform = samples, transform
+    def __init__(
+        self, samples: list[tuple[str, int]], transform: Callable, max_pixels: int | None = None
+    ) -> None:
+        self.samples, self.transform, self.max_pixels = samples, transform, max_pixels
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -85,10 +87,11 @@ class ReplaceBadImages(Dataset):
         for offset in range(len(self.samples)):
             path, label = self.samples[(index + offset) % len(self.samples)]
             try:
-                with Image.open(path) as image:
-                    return self.transform(image.convert("RGB")), label, bad
-            except Exception:  # PIL raises OSError, SyntaxError, ValueError... for broken files
-                bad.append(path)
+                image = open_image(path, 3, self.max_pixels, setting=PIXELS_KEY)
+            except UnreadableImage as error:
+                bad.append(f"{path} ({error})")
+                continue
+            return self.transform(image), label, bad
         raise RuntimeError(f"no image of {len(bad)} in this split can be decoded, e.g. {bad[0]}")
 
 
@@ -116,7 +119,10 @@ class ImageFolderDataModule(L.LightningDataModule):
     folders (cheap: the config check builds this module too); ``setup`` lists the images.
     ``strict=true`` decodes every image there and fails listing the broken ones; otherwise each
     is replaced by the next readable image and reported at the end of each epoch.
-    ``augment=false`` gives training the eval transform (``debug=overfit``). ``test_split``:
+    ``augment=false`` gives training the eval transform (``debug=overfit``).
+    ``max_image_pixels``: the largest image read (``null``: Pillow's limit); larger ones are
+    skipped as unreadable, naming their size. Images are read by ``open_image`` (16-bit and
+    float images at their real range). ``test_split``:
     the folder the test step scores, ``test`` or, when there is none, ``val``."""
 
     def __init__(
@@ -137,10 +143,13 @@ class ImageFolderDataModule(L.LightningDataModule):
         std: tuple[float, ...] = IMAGENET_STD,
         strict: bool = False,
         augment: bool = True,
+        max_image_pixels: int | None = None,
     ) -> None:
         super().__init__()
         check_positive_int("image_size", image_size)
         check_positive_int("batch_size", batch_size)
+        if max_image_pixels is not None:
+            check_positive_int("max_image_pixels", max_image_pixels)
         if in_chans != 3:
             raise ValueError(f"in_chans={in_chans} is not valid: image folders are read as RGB (3)")
         self.save_hyperparameters()
@@ -169,7 +178,8 @@ class ImageFolderDataModule(L.LightningDataModule):
             return
         self.samples = {split: list_split(d, self.classes) for split, d in self.split_dirs.items()}
         if self.hparams.strict:
-            bad = unreadable(sorted({path for split in self.samples.values() for path, _ in split}))
+            paths = sorted({path for split in self.samples.values() for path, _ in split})
+            bad = unreadable(paths, self.hparams.max_image_pixels)
             if bad:
                 raise ConfigError(
                     f"data.strict=true: {len(bad)} image(s) cannot be decoded: "
@@ -199,7 +209,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         return default_num_workers(local_processes, isinstance(environment, SLURMEnvironment))
 
     def _loader(self, split: str, training: bool, shuffle: bool | None = None) -> DataLoader:
-        dataset = ReplaceBadImages(self.samples[split], self._transform(training))
+        dataset = ReplaceBadImages(
+            self.samples[split], self._transform(training), self.hparams.max_image_pixels
+        )
         workers = self.num_workers
         shuffle = training if shuffle is None else shuffle
         return DataLoader(

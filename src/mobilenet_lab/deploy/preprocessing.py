@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from mobilenet_lab.data.batch_transforms import resize
+from mobilenet_lab.data.images import open_image
 from mobilenet_lab.runs.record import RunRecord
 
 TIMM_EVAL = "timm_eval"  # image folders
@@ -87,13 +87,13 @@ class Preprocessing:
     def label(self, index: int) -> str:
         return self.class_names[index] if self.class_names else str(index)
 
-    def load(self, path: str) -> Tensor:
-        """One image file -> normalised C x H x W float tensor (raises for unreadable files)."""
-        with Image.open(path) as image:
-            image = image.convert("L" if self.in_chans == 1 else "RGB")
-            if self.resize == TIMM_EVAL:
-                return self._timm_transform(image)
-            pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
+    def load(self, path: str, max_pixels: int | None = None) -> Tensor:
+        """One image file -> normalised C x H x W float tensor; raises ``UnreadableImage``
+        for a file ``open_image`` does not read (``max_pixels``: its pixel limit)."""
+        image = open_image(path, self.in_chans, max_pixels)
+        if self.resize == TIMM_EVAL:
+            return self._timm_transform(image)
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
         pixels = pixels.unsqueeze(-1) if pixels.ndim == 2 else pixels
         resized = resize(pixels.permute(2, 0, 1).unsqueeze(0), self.image_size)[0]
         mean = torch.tensor(self.mean).view(-1, 1, 1)

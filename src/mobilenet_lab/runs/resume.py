@@ -41,6 +41,7 @@ FREE_ON_RESUME = (
     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
     "callbacks.model_summary", "callbacks.lr_monitor", "callbacks.bad_files",
     "data.num_workers", "data.pin_memory", "data.persistent_workers", "data.data_dir",
+    "data.max_image_pixels",
     "logger", "paths", "task_name", "ckpt_path", "resume", "global_batch_size",
     "optimized_metric", "summary_columns", "sweep_report", "config_check",
 )  # fmt: skip

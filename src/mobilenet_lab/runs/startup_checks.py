@@ -203,7 +203,8 @@ def check_export_config(cfg: DictConfig, hardware: bool = True) -> None:
 
 def check_predict_config(cfg: DictConfig, hardware: bool = True) -> None:
     """What ``src/predict.py`` needs: a checkpoint of this kit or a file it exported (ONNX,
-    ExecuTorch, LiteRT), and an input that names at least one image file."""
+    ExecuTorch, LiteRT), and an input that names at least one image file (one file: readable)."""
+    from mobilenet_lab.data.images import UnreadableImage, open_image
     from mobilenet_lab.deploy.inputs import list_inputs
 
     if cfg.weights not in ("averaged", "trained"):
@@ -217,7 +218,11 @@ def check_predict_config(cfg: DictConfig, hardware: bool = True) -> None:
         read_metadata(cfg.ckpt_path)
     else:
         load_checkpoint(cfg.ckpt_path, example=PREDICT_EXAMPLE)
-    list_inputs(cfg.input)
+    if len(files := list_inputs(cfg.input)) == 1:  # one file: decoding it is cheap, and tells
+        try:
+            open_image(files[0], 3, cfg.max_image_pixels)
+        except UnreadableImage as error:
+            raise ConfigError(f"input={cfg.input!r} is not read: {error}") from error
 
 
 PREDICT_EXAMPLE = (
@@ -311,6 +316,7 @@ BATCHES = whole(1, what="a whole number of batches") | number(
 TIME = Limit(
     "a time 'DD:HH:MM:SS'", lambda v: isinstance(v, str) and bool(re.fullmatch(r"\d+(:\d+){3}", v))
 )
+PIXELS = whole(1, what="a whole number of pixels") | exactly(None, "Pillow's limit")
 SPEED = {"speed.batch_size": whole(1), "speed.repeats": whole(1), "speed.warmup": whole(0)}
 
 LIMITS: dict[str, Limit] = {
@@ -353,6 +359,7 @@ LIMITS: dict[str, Limit] = {
     "data.hflip": number(0, 1),
     "data.color_jitter": number(0),
     "data.re_prob": number(0, 1),
+    "data.max_image_pixels": PIXELS,
     # model (timm's networks; V1 checks its dropout itself too)
     "model.dropout": number(0, 1, open_high=True),
     "model.drop_path": number(0, 1, open_high=True),
@@ -397,6 +404,7 @@ LIMITS: dict[str, Limit] = {
     # predict
     "top_k": whole(1),
     "batch_size": whole(1),
+    "max_image_pixels": PIXELS,
     # profile
     "num_classes": whole(1),
     "in_chans": whole(1),
