@@ -15,7 +15,7 @@ def main(cfg: DictConfig) -> float | None:
         run_job,  # imported here so --help and --cfg stay fast
     )
 
-    metrics = run_job(train, cfg)
+    metrics = run_job(train, cfg, entry_point="train")
     return None if metrics is None else metrics["val"].get(cfg.optimized_metric, float("nan"))
 
 

@@ -19,8 +19,10 @@ import pytest
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mobilenet_lab.analysis.pareto import pareto_optimal
-from mobilenet_lab.analysis.runs_table import read_runs, report_rows, write_report
+from mobilenet_lab.analysis.runs_table import flatten, read_runs, report_rows, write_report
 from mobilenet_lab.evaluate import evaluate
+from mobilenet_lab.runs.errors import ConfigError
+from mobilenet_lab.runs.metrics import SCHEMA, read_metrics
 from mobilenet_lab.train import train
 from tests.conftest import ROOT
 
@@ -147,7 +149,8 @@ def test_report_on_an_image_folder_run_needs_no_resolver_and_no_data(
     cached["result"]["latency_ms_batch_1"] = 1234.5
     (run_dir / "latency.json").write_text(json.dumps(cached))
     shutil.rmtree(data_dir)
-    (row,) = write_report(runs, read_runs([runs]), "image folder")  # same network, from the cache
+    # the same network, from the cache
+    (row,) = write_report(runs, read_runs([runs]), "image folder")
     assert row["latency_ms_batch_1"] == 1234.5
 
     result = run_main("scripts/report.py", str(runs))
@@ -200,6 +203,43 @@ def test_eval_runs_are_known_by_hydra_job_name_or_older_metrics_shape(
     assert "2 eval runs (src/eval.py) left out: `1`, `2`" in (runs / "report.md").read_text()
 
 
+def test_metrics_json_of_schema_1_is_read_upgraded_and_reported(
+    tmp_path: Path, make_cfg: Callable[..., DictConfig]
+) -> None:
+    """Files the kit wrote before ``schema`` (tests/data: a train, a diverged and an eval run
+    of f80e6a2), and an older eval file without ``entry_point``, known by its shape: read as
+    schema 2 with every key kept, and reported (the eval runs left out, and counted)."""
+    runs = tmp_path / "runs"
+    old = {kind: json.loads((ROOT / "tests" / "data" / f"metrics_v1_{kind}.json").read_text())
+           for kind in ("train", "diverged", "eval")}  # fmt: skip
+    older_eval = {k: v for k, v in old["eval"].items() if k != "entry_point"}
+    files = [old["train"], old["diverged"], old["eval"], older_eval]
+    _fake_run(runs / "0", make_cfg("train"), files[0])  # no checkpoint: the config is timed
+    for job, metrics in enumerate(files[1:], start=1):
+        (runs / str(job)).mkdir()
+        (runs / str(job) / "metrics.json").write_text(json.dumps(metrics))
+
+    rows = read_runs([runs])
+    assert [(r["schema"], r["entry_point"], r["status"]) for r in rows] == [
+        (SCHEMA, "train", "ok"), (SCHEMA, "train", "diverged"), (SCHEMA, "eval", "ok"),
+        (SCHEMA, "eval", "ok")
+    ]  # fmt: skip
+    for row, metrics in zip(rows, files, strict=True):
+        assert flatten(metrics).items() <= row.items() and row["overrides"] == metrics["overrides"]
+    reported = write_report(runs, rows, "old files")
+    assert [(r["job"], r["status"]) for r in reported] == [("0", "ok"), ("1", "diverged")]
+    assert reported[0]["latency_ms_batch_1"] > 0
+    markdown = (runs / "report.md").read_text()
+    assert "`1`: diverged: loss nan at step 3" in markdown.replace(str(runs) + "/", "")
+    assert "2 eval runs (src/eval.py) left out: `2`, `3`" in markdown
+
+
+def test_metrics_json_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "metrics.json").write_text(json.dumps({"schema": SCHEMA + 1, "status": "ok"}))
+    with pytest.raises(ConfigError, match=f"has schema={SCHEMA + 1}: this kit reads"):
+        read_metrics(tmp_path)
+
+
 def test_latency_of_a_keras_initialised_run_is_of_the_network_as_trained(
     tmp_path: Path, make_cfg: Callable[..., DictConfig]
 ) -> None:
@@ -245,6 +285,7 @@ def test_report_refuses_another_tools_metrics(tmp_path: Path) -> None:
         ('{"task": "train", "model": "mobilenet', "is not readable JSON (truncated?)"),
         ('{"model": "mobilenet_v1", "latency_ms_batch_1": 3}', "was not written by src/train.py"),
         ("[1, 2]", "holds a JSON list, not a run's metrics"),
+        ('{"schema": 99, "status": "ok"}', "has schema=99: this kit reads"),
         ("", "no runs under"),
     ],
 )
@@ -279,6 +320,7 @@ def test_diverged_and_failed_jobs_are_recorded_and_the_others_run(run_main, tmp_
     assert {job: m["status"] for job, m in metrics.items()} == {
         "0": "ok", "1": "failed", "2": "diverged", "3": "diverged"
     }  # fmt: skip
+    assert {(m["schema"], m["entry_point"]) for m in metrics.values()} == {(SCHEMA, "train")}
     assert metrics["1"]["error"].startswith("RuntimeError: Early stopping conditioned on metric")
     diverged = metrics["2"]["error"]
     assert diverged.startswith("loss nan at step") and "(epoch 0), lr 1e+06" in diverged

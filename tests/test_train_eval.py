@@ -35,6 +35,7 @@ def test_train_writes_checkpoints_and_metrics(trained: dict, tmp_path: Path) -> 
     assert (run_dir / "config_tree.log").read_text().count("model") >= 1
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics == json.loads(json.dumps(trained, default=str))
+    assert (metrics["schema"], metrics["entry_point"], metrics["status"]) == (2, "train", "ok")
     assert (metrics["model"], metrics["data"], metrics["alpha"], metrics["image_size"]) == (
         "mobilenet_v1", "digits", 0.25, 32)  # fmt: skip
     assert set(metrics["val"]) == {"val/acc", "val/acc5", "val/acc_best", "val/loss"}
@@ -71,6 +72,7 @@ def test_eval_scores_the_checkpoint_with_its_own_config(
     assert report["test"] == pytest.approx(trained["test"], abs=1e-6)
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["test"] == report["test"] and saved["ckpt_path"] == str(Path(ckpt).resolve())
+    assert (saved["schema"], saved["entry_point"], saved["status"]) == (2, "eval", "ok")
 
 
 def test_eval_overrides_win_over_the_saved_config(trained: dict, make_cfg) -> None:

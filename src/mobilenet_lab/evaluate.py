@@ -13,7 +13,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from mobilenet_lab.runs.checkpoint import checkpoint_weights, load_checkpoint, restore_run_config
-from mobilenet_lab.runs.files import print_config_tree, scalar_metrics, write_json_atomic
+from mobilenet_lab.runs.files import print_config_tree, scalar_metrics
+from mobilenet_lab.runs.metrics import metrics_record, write_metrics
 from mobilenet_lab.training.ddp_job import ddp_job
 from mobilenet_lab.training.trainer import build_trainer
 
@@ -41,22 +42,25 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
         module.load_state_dict(checkpoint_weights(checkpoint, cfg.weights))
     trainer = build_trainer(cfg)
     test_metrics = scalar_metrics(trainer.test(module, datamodule=datamodule)[0], ["test/"])
-    report = {
-        "entry_point": "eval",  # the report leaves eval runs out of its table of training runs
-        "task": cfg.task_name,
-        "ckpt_path": str(Path(cfg.ckpt_path).resolve()) if checkpoint is not None else None,
-        "init_from": cfg.model.get("init_from"),
-        "model": choices.get("model"),
-        "data": choices.get("data"),
-        "alpha": cfg.model.get("alpha"),
-        "image_size": cfg.data.image_size,
-        "weights": cfg.weights,
-        "test": test_metrics,
-        "test_split": datamodule.test_split,  # image folders without test/: val
-        "wall_time_s": round(time.time() - started, 3),
-        "overrides": list(hydra_cfg.overrides.task),
-    }
+    report = metrics_record(  # the report leaves eval runs out of its table of training runs
+        "eval",
+        cfg.task_name,
+        "ok",
+        {
+            "ckpt_path": str(Path(cfg.ckpt_path).resolve()) if checkpoint is not None else None,
+            "init_from": cfg.model.get("init_from"),
+            "model": choices.get("model"),
+            "data": choices.get("data"),
+            "alpha": cfg.model.get("alpha"),
+            "image_size": cfg.data.image_size,
+            "weights": cfg.weights,
+            "test": test_metrics,
+            "test_split": datamodule.test_split,  # image folders without test/: val
+            "wall_time_s": round(time.time() - started, 3),
+            "overrides": list(hydra_cfg.overrides.task),
+        },
+    )
     if trainer.is_global_zero:
-        write_json_atomic(output_dir / "metrics.json", report)
+        write_metrics(output_dir, report)
         rich.print(report)
     return report

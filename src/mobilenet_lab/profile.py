@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from mobilenet_lab.analysis.counting import LAYER_TYPES, count_by_layer_type
 from mobilenet_lab.analysis.tables import print_table, write_csv
 from mobilenet_lab.analysis.timing import default_device, measure_speed
-from mobilenet_lab.runs.files import write_json_atomic
+from mobilenet_lab.runs.metrics import metrics_record, write_metrics
 
 
 def profile(cfg: DictConfig) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def profile(cfg: DictConfig) -> dict[str, Any]:
         row[f"params_%_{kind}"] = 100 * counts["params"].get(kind, 0) / layer_params
     row.update(measure_speed(model, image, cfg, device))
     output_dir = Path(cfg.paths.output_dir)
-    write_json_atomic(output_dir / "metrics.json", row)
+    write_metrics(output_dir, metrics_record("profile", cfg.task_name, "ok", row))
     write_csv(output_dir / "profile.csv", [row])
     print_table([row], cfg.summary_columns, title="profile")
     return row

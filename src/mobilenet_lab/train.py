@@ -14,11 +14,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mobilenet_lab.models import as_trained
-from mobilenet_lab.runs.files import (
-    print_config_tree,
-    scalar_metrics,
-    write_json_atomic,
-)
+from mobilenet_lab.runs.files import print_config_tree, scalar_metrics
+from mobilenet_lab.runs.metrics import metrics_record, write_metrics
 from mobilenet_lab.runs.record import RunRecord
 from mobilenet_lab.runs.resume import listed, resume_run
 from mobilenet_lab.training.callbacks import RunClock, SaveRunConfig
@@ -96,28 +93,30 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         # Lightning's EMA callback would reload the trained ones from current_model_state)
         module.load_state_dict(trainer.strategy.load_checkpoint(best)["state_dict"])
     test_metrics = scalar_metrics(trainer.test(module, datamodule=datamodule)[0], ["test/"])
-    report = {
-        "entry_point": "train",
-        "task": cfg.task_name,
-        "status": "ok",  # failed and diverged runs: see failures.run_job
-        **facts,
-        "val": val_metrics,
-        "test": test_metrics,
-        "test_split": datamodule.test_split,  # image folders without test/: val
-        "lr": built_lr(trainer),
-        "epochs": trainer.current_epoch,
-        "best_checkpoint": best,
-        "wall_time_s": round(clock.total_s(), 3),  # every segment of a resumed run
-        "segments": clock.segments,  # 1, or 1 + the times it was resumed
-        "started_at": started,  # this segment's
-        "first_step_at": clock.first_step_time,
-        "overrides": record.overrides,  # a resumed run's: every segment's (not ckpt_path)
-        "resumed_from": resumed.config.ckpt_path if resumed else None,
-        "changed_on_resume": listed(record.changed_on_resume),  # every segment's
-        **module.distillation_record(),  # which teacher taught it, if any
-    }
+    report = metrics_record(  # failed and diverged runs: see failures.run_job
+        "train",
+        cfg.task_name,
+        "ok",
+        {
+            **facts,
+            "val": val_metrics,
+            "test": test_metrics,
+            "test_split": datamodule.test_split,  # image folders without test/: val
+            "lr": built_lr(trainer),
+            "epochs": trainer.current_epoch,
+            "best_checkpoint": best,
+            "wall_time_s": round(clock.total_s(), 3),  # every segment of a resumed run
+            "segments": clock.segments,  # 1, or 1 + the times it was resumed
+            "started_at": started,  # this segment's
+            "first_step_at": clock.first_step_time,
+            "overrides": record.overrides,  # a resumed run's: every segment's (not ckpt_path)
+            "resumed_from": resumed.config.ckpt_path if resumed else None,
+            "changed_on_resume": listed(record.changed_on_resume),  # every segment's
+            **module.distillation_record(),  # which teacher taught it, if any
+        },
+    )
     if trainer.is_global_zero:
-        write_json_atomic(output_dir / "metrics.json", report)
+        write_metrics(output_dir, report)
     return report
 
 

@@ -5,7 +5,6 @@ runs marked."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ from mobilenet_lab.analysis.report_markdown import REPORT_COLUMNS
 from mobilenet_lab.analysis.report_markdown import markdown as report_markdown
 from mobilenet_lab.analysis.tables import write_csv
 from mobilenet_lab.runs.errors import ConfigError
-from mobilenet_lab.runs.files import entry_point
+from mobilenet_lab.runs.metrics import job_name, read_metrics
 
 # Overrides left out of the report's ``varied`` column: those shown as columns already, and
 # those that say where a run is or how it was resumed, not what it is (a resumed or requeued
@@ -50,7 +49,7 @@ def find_runs(folder: Path) -> list[Path]:
 def read_runs(folders: Sequence[Path]) -> list[dict[str, Any]]:
     """One row per run under ``folders``: the flattened ``metrics.json`` plus ``run_dir``,
     ``job`` (the path below the folder given), ``status`` (``incomplete`` without one) and
-    ``entry_point`` (``runs.files.entry_point``)."""
+    ``entry_point`` (``runs.metrics``: the file's, else Hydra's job name)."""
     rows = []
     for folder in folders:
         if not folder.is_dir():
@@ -80,10 +79,13 @@ def report_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         )
     rows = [row for row in rows if row.get("entry_point") != "eval"]
     for row in rows:
-        if row["status"] != "incomplete" and not {"task", "model", "image_size"} <= row.keys():
+        other = row.get("entry_point") not in ("train", None)  # export's, profile's
+        unknown = any(row.get(key) is None for key in ("task", "model", "image_size"))
+        if other or (row["status"] != "incomplete" and unknown):
+            why = f"entry_point: {row['entry_point']}" if other else "no task, model and image_size"
             raise ConfigError(
-                f"{row['run_dir']}/metrics.json was not written by src/train.py (it has no "
-                "task, model and image_size): give folders of training runs"
+                f"{row['run_dir']}/metrics.json was not written by src/train.py ({why}): give "
+                "folders of training runs"
             )
     rows = sorted(rows, key=lambda r: (r.get("mult_adds") is None, r.get("mult_adds") or 0))
     front = pareto_optimal(rows, "mult_adds")
@@ -130,28 +132,20 @@ def _with_latency(row: dict[str, Any], measured: dict[str, dict[str, Any]]) -> d
 
 
 def _read_run(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "metrics.json"
-    if not path.is_file():
+    metrics = read_metrics(run_dir)
+    if metrics is None:  # killed, or still running: Hydra's files only
         overrides = run_dir / ".hydra" / "overrides.yaml"
         listed = OmegaConf.to_container(OmegaConf.load(overrides)) if overrides.is_file() else []
         return {
             "run_dir": str(run_dir),
             "status": "incomplete",
             "overrides": listed,
-            "entry_point": entry_point(run_dir, None),
+            "entry_point": job_name(run_dir),
         }
-    try:
-        metrics = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path} is not readable JSON (truncated?): {error}") from error
-    if not isinstance(metrics, dict):
-        raise ConfigError(f"{path} holds a JSON {type(metrics).__name__}, not a run's metrics")
     return {
         "run_dir": str(run_dir),
         **flatten(metrics),
-        "status": metrics.get("status", "ok"),  # runs written before status existed: ok
         "overrides": metrics.get("overrides", []),
-        "entry_point": entry_point(run_dir, metrics),
     }
 
 

@@ -1,5 +1,5 @@
-"""What a run leaves in its folder besides checkpoints: the config tree and ``metrics.json``,
-and which entry point left them."""
+"""What a run leaves in its folder besides checkpoints: the config tree, and JSON files written
+whole (``metrics.json``'s shape is ``runs/metrics.py``'s)."""
 
 from __future__ import annotations
 
@@ -47,32 +47,3 @@ def scalar_metrics(metrics: dict[str, Any], prefixes: Sequence[str]) -> dict[str
         for key, value in sorted(metrics.items())
         if key.startswith(tuple(prefixes))
     }
-
-
-def entry_point(run_dir: Path, metrics: dict[str, Any] | None) -> str | None:
-    """``train`` or ``eval``: which entry point made a run (runs of both share a folder when
-    they share a ``task_name``). ``metrics.json``'s ``entry_point``; else Hydra's job name in
-    ``.hydra/hydra.yaml`` (also there for a run that wrote no ``metrics.json``); else, for an
-    older ``metrics.json``, its shape (eval's name the weights scored and have no ``val``).
-    None when none of these tells."""
-    if metrics is not None and metrics.get("entry_point"):
-        return str(metrics["entry_point"])
-    hydra_file = run_dir / ".hydra" / "hydra.yaml"
-    if hydra_file.is_file():
-        name = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.job.name")
-        if name in ("train", "eval"):
-            return name
-    if metrics is not None and "val" not in metrics and {"weights", "ckpt_path"} & metrics.keys():
-        return "eval"
-    return None
-
-
-def is_training_run(run_dir: Path) -> bool:
-    """Whether ``run_dir`` is a training run (not an eval run that shares the ``task_name``)."""
-    path = run_dir / "metrics.json"
-    try:
-        metrics = json.loads(path.read_text()) if path.is_file() else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        metrics = None
-    known = entry_point(run_dir, metrics if isinstance(metrics, dict) else None)
-    return run_dir.is_dir() and known != "eval"

@@ -34,7 +34,7 @@ from mobilenet_lab.runs.checkpoint import (
     restore_run_config,
 )
 from mobilenet_lab.runs.errors import ConfigError, is_number
-from mobilenet_lab.runs.files import is_training_run
+from mobilenet_lab.runs.metrics import is_training_run
 from mobilenet_lab.runs.resume import Resumed, resume_run
 from mobilenet_lab.training.distillation import check_distill
 from mobilenet_lab.training.trainer import (

@@ -21,7 +21,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from mobilenet_lab.runs.errors import ConfigError
-from mobilenet_lab.runs.files import write_json_atomic
+from mobilenet_lab.runs.metrics import metrics_record, write_metrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -31,11 +31,12 @@ class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite: nothing after that step can be trusted."""
 
 
-def run_job(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
-    """``task(cfg)``; when it raises, ``metrics.json`` gets ``status: diverged`` (or ``failed``)
-    and the error, one line goes to stderr (the traceback to the job's log file), and then a
-    single run exits non-zero (2 for a ConfigError, as at startup) while a sweep job returns
-    ``None`` so that the sweep goes on (the Optuna sweeper counts it as a failed trial)."""
+def run_job(task: Callable[[DictConfig], T], cfg: DictConfig, entry_point: str) -> T | None:
+    """``task(cfg)``; when it raises, ``metrics.json`` gets ``status: diverged`` (or ``failed``),
+    the error and ``entry_point`` (the caller's), one line goes to stderr (the traceback to the
+    job's log file), and then a single run exits non-zero (2 for a ConfigError, as at startup)
+    while a sweep job returns ``None`` so that the sweep goes on (the Optuna sweeper counts it
+    as a failed trial)."""
     started = time.time()
     try:
         return task(cfg)
@@ -45,10 +46,8 @@ def run_job(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
         log.exception("job %s", status)  # the traceback, in the job's own log file
         output_dir = Path(HydraConfig.get().runtime.output_dir)
         if rank_zero_only.rank == 0:
-            write_json_atomic(
-                output_dir / "metrics.json",
-                failure_record(cfg, status, message, time.time() - started),
-            )
+            seconds = time.time() - started
+            write_metrics(output_dir, failure_record(cfg, entry_point, status, message, seconds))
         print(f"Error: {status}: {message} ({output_dir})", file=sys.stderr, flush=True)
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             sys.exit(2 if isinstance(error, ConfigError) else 1)
@@ -63,23 +62,27 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def failure_record(cfg: DictConfig, status: str, message: str, seconds: float) -> dict[str, Any]:
+def failure_record(
+    cfg: DictConfig, entry_point: str, status: str, message: str, seconds: float
+) -> dict[str, Any]:
     """What ``metrics.json`` holds for a failed job: what was asked for, and why it failed."""
     hydra_cfg = HydraConfig.get()
     choices = hydra_cfg.runtime.choices
-    return {
-        "entry_point": "train",  # the one entry point whose jobs go through run_job
-        "task": cfg.get("task_name"),
-        "status": status,
-        "error": message,
-        "model": choices.get("model"),
-        "data": choices.get("data"),
-        "alpha": cfg.model.get("alpha"),
-        "image_size": cfg.data.get("image_size"),
-        "lr": cfg.get("optimizer", {}).get("lr"),
-        "wall_time_s": round(seconds, 3),
-        "overrides": list(hydra_cfg.overrides.task),
-    }
+    return metrics_record(
+        entry_point,
+        cfg.get("task_name"),
+        status,
+        {
+            "error": message,
+            "model": choices.get("model"),
+            "data": choices.get("data"),
+            "alpha": cfg.model.get("alpha"),
+            "image_size": cfg.data.get("image_size"),
+            "lr": cfg.get("optimizer", {}).get("lr"),
+            "wall_time_s": round(seconds, 3),
+            "overrides": list(hydra_cfg.overrides.task),
+        },
+    )
 
 
 def failures_message(failed: Sequence[dict[str, Any]], total: int, report: Path) -> str:
