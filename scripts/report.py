@@ -2,7 +2,8 @@
 
 Reads every run's ``metrics.json`` under the folders (single runs, sweeps, Optuna studies, failed
 jobs as failed rows; eval runs beside them left out, and counted), measures each trained network's
-batch-1 latency on this machine once (cached in the run folder), and writes ``report.md``,
+batch-1 latency on this machine once (timed as ``conf/speed/default.yaml`` says, cached in the
+run folder), and writes ``report.md``,
 ``report.csv`` and ``tradeoff.png`` to ``--out`` (the first folder by default). Bad input: one
 line on stderr, exit status 2, nothing written.
 """
@@ -11,7 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from omegaconf import OmegaConf
 
 from mobilenet_lab.report import report
 from mobilenet_lab.runs.errors import exit_on_config_error
@@ -23,7 +27,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="where the report goes (default: first folder)")
     args = parser.parse_args()
     with exit_on_config_error():
-        report(args.folders, args.out)
+        report(args.folders, OmegaConf.load(ROOT / "conf" / "speed" / "default.yaml"), args.out)
 
 
 if __name__ == "__main__":

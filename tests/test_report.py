@@ -19,7 +19,8 @@ import pytest
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mobilenet_lab.analysis.pareto import pareto_optimal
-from mobilenet_lab.analysis.runs_table import flatten, read_runs, report_rows, write_report
+from mobilenet_lab.analysis.report import write_report
+from mobilenet_lab.analysis.runs_table import flatten, read_runs, report_rows
 from mobilenet_lab.evaluate import evaluate
 from mobilenet_lab.runs.errors import ConfigError
 from mobilenet_lab.runs.metrics import SCHEMA, read_metrics
@@ -31,6 +32,7 @@ TINY = ["model.alpha=0.25", "data.image_size=32", "trainer.max_epochs=1",
         "trainer.limit_test_batches=1",
         "trainer.enable_progress_bar=false", "~callbacks.model_summary"]  # fmt: skip
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SPEED = OmegaConf.load(ROOT / "conf" / "speed" / "default.yaml")  # as scripts/report.py reads it
 
 
 def test_pareto_marks_the_runs_no_other_run_beats() -> None:
@@ -87,7 +89,7 @@ def test_report_reads_a_mixed_folder_measures_latency_once_and_caches_it(
     _fake_run(sweep / "3", make_cfg("train"), failed)
     _fake_run(sweep / "4", make_cfg("train"), None)  # killed: Hydra's folder, no metrics.json
 
-    rows = write_report(sweep, read_runs([sweep]), "test report")
+    rows = write_report(sweep, read_runs([sweep]), "test report", SPEED)
     assert [r["job"] for r in rows] == ["0", "2", "1", "3", "4"]  # by mult-adds, failed last
     assert [r["pareto"] for r in rows] == ["yes", "", "yes", "", ""]
     assert [r["status"] for r in rows] == ["ok", "ok", "ok", "failed", "incomplete"]
@@ -103,7 +105,7 @@ def test_report_reads_a_mixed_folder_measures_latency_once_and_caches_it(
     cached = json.loads((sweep / "0" / "latency.json").read_text())
     cached["result"]["latency_ms_batch_1"] = 1234.5  # a second report reads the cache
     (sweep / "0" / "latency.json").write_text(json.dumps(cached))
-    again = write_report(sweep, read_runs([sweep]), "test report")
+    again = write_report(sweep, read_runs([sweep]), "test report", SPEED)
     assert again[0]["latency_ms_batch_1"] == 1234.5
 
 
@@ -138,7 +140,7 @@ def test_report_on_an_image_folder_run_needs_no_resolver_and_no_data(
     train(cfg)
     assert f"Testing on val/: {data_dir} has no test/ folder" in "".join(capfd.readouterr())
 
-    (row,) = write_report(runs, read_runs([runs]), "image folder")
+    (row,) = write_report(runs, read_runs([runs]), "image folder", SPEED)
     assert json.loads((run_dir / "metrics.json").read_text())["test_split"] == "val"
     report = (runs / "report.md").read_text()
     assert "## Tested on val/\n\n`0`: an image folder without test/" in report
@@ -150,7 +152,7 @@ def test_report_on_an_image_folder_run_needs_no_resolver_and_no_data(
     (run_dir / "latency.json").write_text(json.dumps(cached))
     shutil.rmtree(data_dir)
     # the same network, from the cache
-    (row,) = write_report(runs, read_runs([runs]), "image folder")
+    (row,) = write_report(runs, read_runs([runs]), "image folder", SPEED)
     assert row["latency_ms_batch_1"] == 1234.5
 
     result = run_main("scripts/report.py", str(runs))
@@ -177,7 +179,7 @@ def test_eval_runs_sharing_the_folder_are_left_out_and_counted(
     evaluate(cfg)
     assert json.loads((eval_dir / "metrics.json").read_text())["entry_point"] == "eval"
 
-    rows = write_report(runs, read_runs([runs]), "shared folder")
+    rows = write_report(runs, read_runs([runs]), "shared folder", SPEED)
     assert [row["job"] for row in rows] == ["2026-01-01_00-00-00_000001"]
     assert rows[0]["pareto"] == "yes" and not (eval_dir / "latency.json").exists()
     markdown = (runs / "report.md").read_text()
@@ -199,7 +201,7 @@ def test_eval_runs_are_known_by_hydra_job_name_or_older_metrics_shape(
     OmegaConf.save({"hydra": {"job": {"name": "eval"}}}, runs / "2" / ".hydra" / "hydra.yaml")
     rows = read_runs([runs])
     assert [row["entry_point"] for row in rows] == [None, "eval", "eval"]
-    assert [row["job"] for row in write_report(runs, rows, "kinds")] == ["0"]
+    assert [row["job"] for row in write_report(runs, rows, "kinds", SPEED)] == ["0"]
     assert "2 eval runs (src/eval.py) left out: `1`, `2`" in (runs / "report.md").read_text()
 
 
@@ -226,7 +228,7 @@ def test_metrics_json_of_schema_1_is_read_upgraded_and_reported(
     ]  # fmt: skip
     for row, metrics in zip(rows, files, strict=True):
         assert flatten(metrics).items() <= row.items() and row["overrides"] == metrics["overrides"]
-    reported = write_report(runs, rows, "old files")
+    reported = write_report(runs, rows, "old files", SPEED)
     assert [(r["job"], r["status"]) for r in reported] == [("0", "ok"), ("1", "diverged")]
     assert reported[0]["latency_ms_batch_1"] > 0
     markdown = (runs / "report.md").read_text()
@@ -240,6 +242,26 @@ def test_metrics_json_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
         read_metrics(tmp_path)
 
 
+def test_latency_is_timed_as_the_callers_speed_settings_say(
+    tmp_path: Path, make_cfg: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report reads no config file of its own: scripts/report.py passes conf/speed/'s
+    settings, a sweep its callback's (the same file, as profile's are)."""
+    timed = []
+
+    def clock(fn: Callable, repeats: int, warmup: int, device: object) -> float:
+        timed.append((repeats, warmup))
+        return 0.004
+
+    monkeypatch.setattr("mobilenet_lab.analysis.timing.median_seconds", clock)
+    run_dir = _fake_run(tmp_path / "runs" / "0", make_cfg("train"), _metrics(0.25, 32, 8e5, 0.9))
+    speed = OmegaConf.create({"batch_size": 2, "repeats": 7, "warmup": 2, "channels_last": False})
+    (row,) = write_report(run_dir, read_runs([run_dir]), "speed", speed)
+    assert timed == [(7, 2)] and row["latency_ms_batch_1"] == 4.0
+    sweep = make_cfg("train").hydra.callbacks.summarise.speed
+    assert sweep == make_cfg("profile").speed == SPEED
+
+
 def test_latency_of_a_keras_initialised_run_is_of_the_network_as_trained(
     tmp_path: Path, make_cfg: Callable[..., DictConfig]
 ) -> None:
@@ -248,7 +270,7 @@ def test_latency_of_a_keras_initialised_run_is_of_the_network_as_trained(
     cfg = make_cfg("train", overrides)
     assert (cfg.model.act, cfg.model.padding, cfg.model.bn_eps) == (None, None, None)
     run_dir = _fake_run(tmp_path / "runs" / "0", cfg, _metrics(0.25, 32, 800_000, 0.9))
-    (row,) = write_report(run_dir, read_runs([run_dir]), "keras")
+    (row,) = write_report(run_dir, read_runs([run_dir]), "keras", SPEED)
     model = _cached_network(run_dir)["model"]
     assert (model["act"], model["padding"], model["bn_eps"]) == ("relu6", "tf_same", 1e-3)
     assert model["init_from"] is None and row["latency_ms_batch_1"] > 0
@@ -262,7 +284,7 @@ def test_a_run_whose_network_cannot_be_rebuilt_is_a_row_without_latency(
     _fake_run(runs / "0", make_cfg("train"), _metrics(0.25, 32, 800_000, 0.9))
     gone = make_cfg("train", ["data=imagefolder", f"data.data_dir={tmp_path / 'gone'}"])
     _fake_run(runs / "1", gone, _metrics(0.5, 32, 3_000_000, 0.95))
-    rows = write_report(runs, read_runs([runs]), "gone")
+    rows = write_report(runs, read_runs([runs]), "gone", SPEED)
     assert rows[0]["latency_ms_batch_1"] > 0 and "latency_ms_batch_1" not in rows[1]
     markdown = (runs / "report.md").read_text()
     note = f"`{runs / '1'}`: no checkpoint, and {runs / '1' / '.hydra' / 'config.yaml'} does "

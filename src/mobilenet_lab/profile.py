@@ -40,7 +40,7 @@ def profile(cfg: DictConfig) -> dict[str, Any]:
         row[f"mult_adds_%_{kind}"] = 100 * counts["mult_adds"].get(kind, 0) / total_macs
     for kind in LAYER_TYPES:
         row[f"params_%_{kind}"] = 100 * counts["params"].get(kind, 0) / layer_params
-    row.update(measure_speed(model, image, cfg, device))
+    row.update(measure_speed(model, image, cfg.speed, device))
     output_dir = Path(cfg.paths.output_dir)
     write_metrics(output_dir, metrics_record("profile", cfg.task_name, "ok", row))
     write_csv(output_dir / "profile.csv", [row])

@@ -9,15 +9,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig
+
+from mobilenet_lab.analysis.report import write_report
 from mobilenet_lab.analysis.report_markdown import REPORT_COLUMNS
-from mobilenet_lab.analysis.runs_table import read_runs, write_report
+from mobilenet_lab.analysis.runs_table import read_runs
 from mobilenet_lab.analysis.tables import print_table
 from mobilenet_lab.runs.errors import ConfigError
 
 
-def report(folders: Sequence[Path], out: Path | None = None) -> list[dict[str, Any]]:
-    """The report's rows, its files written to ``out`` (the first folder by default); a
-    ConfigError, before anything is written, when the folders hold no runs."""
+def report(
+    folders: Sequence[Path], speed: DictConfig, out: Path | None = None
+) -> list[dict[str, Any]]:
+    """The report's rows, its files written to ``out`` (the first folder by default), the
+    latencies timed as ``speed`` says (``conf/speed/``); a ConfigError, before anything is
+    written, when the folders hold no runs."""
     out = out or folders[0]
     rows = read_runs(folders)
     if not rows:
@@ -26,6 +32,7 @@ def report(folders: Sequence[Path], out: Path | None = None) -> list[dict[str, A
             "src/train.py runs (with a metrics.json or .hydra/)"
         )
     out.mkdir(parents=True, exist_ok=True)
-    rows = write_report(out, rows, f"Accuracy against cost: {', '.join(map(str, folders))}")
+    title = f"Accuracy against cost: {', '.join(map(str, folders))}"
+    rows = write_report(out, rows, title, speed)
     print_table(rows, REPORT_COLUMNS, title=f"report: {out / 'report.md'}")
     return rows

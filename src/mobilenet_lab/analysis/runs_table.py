@@ -1,11 +1,9 @@
-"""Gathers run results: every run's ``metrics.json`` under some folders as one row each (with
-the entry point that made it), the sweep's ``summary.csv``, and the accuracy-cost report of the
-training runs (``report.md``, ``report.csv``, ``tradeoff.png``) with its Pareto-optimal
-runs marked."""
+"""The table of runs: every run's ``metrics.json`` under some folders as one row each (with the
+entry point that made it), and the report's rows: the training runs, their Pareto-optimal runs
+marked (the files made of them: ``analysis/report.py``)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,9 +11,6 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from mobilenet_lab.analysis.pareto import pareto_optimal
-from mobilenet_lab.analysis.report_markdown import REPORT_COLUMNS
-from mobilenet_lab.analysis.report_markdown import markdown as report_markdown
-from mobilenet_lab.analysis.tables import write_csv
 from mobilenet_lab.runs.errors import ConfigError
 from mobilenet_lab.runs.metrics import job_name, read_metrics
 
@@ -60,14 +55,6 @@ def read_runs(folders: Sequence[Path]) -> list[dict[str, Any]]:
     return rows
 
 
-def summarise_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Reads every job of ``sweep_dir`` in job order; writes ``summary.csv`` (every metric)."""
-    rows = read_runs([sweep_dir])
-    flat = [{**row, "overrides": " ".join(row["overrides"])} for row in rows]
-    write_csv(sweep_dir / "summary.csv", flat)
-    return rows
-
-
 def report_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows of training runs (eval runs left out), sorted by mult-adds, with ``pareto`` and
     ``varied`` added. Anything else (another tool's ``metrics.json``) is refused with one line,
@@ -94,41 +81,6 @@ def report_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         {**row, "run": row["job"], "pareto": "yes" if best else "", "varied": extra}
         for row, best, extra in zip(rows, front, varied, strict=True)
     ]
-
-
-def write_report(out_dir: Path, rows: Sequence[dict[str, Any]], title: str) -> list[dict[str, Any]]:
-    """Adds each finished training run's batch-1 latency (measured once per network on this
-    machine, cached in the run folder; a ``latency_note`` instead when the network cannot be
-    rebuilt), then writes ``report.md``, ``report.csv`` and ``tradeoff.png``, each to a
-    temporary name first. Eval runs are left out, and counted in ``report.md``."""
-    from mobilenet_lab.analysis.distillation_gain import save_gain_plot
-    from mobilenet_lab.analysis.tradeoff_plot import save_tradeoff_plot
-
-    latencies: dict[str, dict[str, Any]] = {}
-    evals = [row for row in rows if row.get("entry_point") == "eval"]
-    rows = [
-        _with_latency(row, latencies) if row["status"] == "ok" else row for row in report_rows(rows)
-    ]
-    device = next((r["latency_device"] for r in rows if r.get("latency_device")), "-")
-    markdown = report_markdown(rows, title, device, evals)
-    save_tradeoff_plot(rows, out_dir / "tradeoff.png", device)
-    save_gain_plot(rows, out_dir / "distillation.png")  # when a setting was run both ways
-    write_csv(out_dir / "report.csv", rows, REPORT_COLUMNS)
-    tmp = out_dir / "report.md.tmp"
-    tmp.write_text(markdown)
-    os.replace(tmp, out_dir / "report.md")
-    return rows
-
-
-def _with_latency(row: dict[str, Any], measured: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The row with its network's latency, or with why there is none (a row, not a traceback:
-    the other runs' report is still worth having)."""
-    from mobilenet_lab.analysis.timing import cached_latency
-
-    try:
-        return {**row, **cached_latency(Path(row["run_dir"]), measured)}
-    except ConfigError as error:
-        return {**row, "latency_note": str(error)}
 
 
 def _read_run(run_dir: Path) -> dict[str, Any]:

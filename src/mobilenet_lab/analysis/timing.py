@@ -67,35 +67,34 @@ def default_device() -> str:
 def measure_speed(
     model: nn.Module,
     image: Tensor,
-    cfg: DictConfig,
+    speed: DictConfig,
     device: torch.device,
     throughput: bool = True,
 ) -> dict[str, Any]:
     """Batch-1 latency and (unless ``throughput=False``, as the report needs only latency)
-    throughput at ``cfg.speed.batch_size`` (images/s), in inference mode."""
-    memory_format = torch.channels_last if cfg.speed.channels_last else torch.contiguous_format
+    throughput at ``speed.batch_size`` (images/s), in inference mode, timed as ``speed``
+    (``conf/speed/``) says."""
+    memory_format = torch.channels_last if speed.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
     single = image.to(device, memory_format=memory_format)
     with torch.inference_mode():
-        latency = median_seconds(lambda: model(single), cfg.speed.repeats, cfg.speed.warmup, device)
-    speed = {"device": device.type, "latency_ms_batch_1": 1000 * latency}
+        latency = median_seconds(lambda: model(single), speed.repeats, speed.warmup, device)
+    timings = {"device": device.type, "latency_ms_batch_1": 1000 * latency}
     if throughput:
-        size = cfg.speed.batch_size
+        size = speed.batch_size
         batch = single.repeat(size, 1, 1, 1).contiguous(memory_format=memory_format)
         with torch.inference_mode():
-            seconds = median_seconds(
-                lambda: model(batch), cfg.speed.repeats, cfg.speed.warmup, device
-            )
-        speed[f"images_per_s_batch_{size}"] = size / seconds
-    return speed
+            seconds = median_seconds(lambda: model(batch), speed.repeats, speed.warmup, device)
+        timings[f"images_per_s_batch_{size}"] = size / seconds
+    return timings
 
 
-SPEED_SETTINGS = Path(__file__).resolve().parents[3] / "conf" / "profile.yaml"
-
-
-def cached_latency(run_dir: Path, measured: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def cached_latency(
+    run_dir: Path, measured: dict[str, dict[str, Any]], speed: DictConfig
+) -> dict[str, Any]:
     """Batch-1 latency of a training run's network on this machine, measured as ``profile``
-    does (``conf/profile.yaml``'s ``speed`` settings) at the run's input size and classes.
+    does with the caller's ``speed`` settings (``conf/speed/``) at the run's input size and
+    classes.
 
     The network is the one trained (``runs.network.trained_network``: from the checkpoint's
     resolved config); a ConfigError says why when it cannot be known. Kept in the run's
@@ -117,9 +116,9 @@ def cached_latency(run_dir: Path, measured: dict[str, dict[str, Any]]) -> dict[s
     if network not in measured:
         net = instantiate(model).eval()
         image = torch.randn(1, in_chans, size, size)
-        speed = measure_speed(net, image, _speed_config(), device, throughput=False)
+        timed = measure_speed(net, image, speed, device, throughput=False)
         measured[network] = {
-            "latency_ms_batch_1": speed["latency_ms_batch_1"],
+            "latency_ms_batch_1": timed["latency_ms_batch_1"],
             "latency_device": device_name(device),
         }
     write_json_atomic(cache, {"machine": machine, "network": network, "result": measured[network]})
@@ -131,9 +130,3 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu x{torch.get_num_threads()}"
-
-
-def _speed_config() -> DictConfig:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.create({"speed": OmegaConf.load(SPEED_SETTINGS).speed})

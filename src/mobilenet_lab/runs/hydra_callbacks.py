@@ -186,16 +186,24 @@ class SummariseSweep(Callback):
     """After a multirun, gathers every job's ``metrics.json`` into ``summary.csv`` and prints
     the ``columns`` of it as a table; with ``report``, also writes the accuracy-cost report
     (``report.md``, ``report.csv``, ``tradeoff.png``) over the runs under ``report_dir`` (the
-    sweep's folder by default). Failed jobs of this sweep end it with a short message naming
-    them and exit status 1."""
+    sweep's folder by default), its latencies timed as ``speed`` says (``conf/speed/``). Failed
+    jobs of this sweep end it with a short message naming them and exit status 1."""
 
-    def __init__(self, columns: list[str], report: bool = False, report_dir: str | None = None):
+    def __init__(
+        self,
+        columns: list[str],
+        speed: DictConfig,
+        report: bool = False,
+        report_dir: str | None = None,
+    ) -> None:
         self.columns = ["job", *columns, "status"]
+        self.speed = speed
         self.report = report
         self.report_dir = report_dir
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from mobilenet_lab.analysis.runs_table import read_runs, summarise_sweep, write_report
+        from mobilenet_lab.analysis.report import summarise_sweep, write_report
+        from mobilenet_lab.analysis.runs_table import read_runs
         from mobilenet_lab.analysis.tables import print_table
         from mobilenet_lab.training.failures import failures_message
 
@@ -206,7 +214,7 @@ class SummariseSweep(Callback):
             report_dir.mkdir(parents=True, exist_ok=True)
             title = f"{config.task_name}: accuracy against cost ({report_dir})"
             all_rows = rows if report_dir == sweep_dir else read_runs([report_dir])
-            rows = write_report(report_dir, all_rows, title)
+            rows = write_report(report_dir, all_rows, title, self.speed)
         print_table(rows, self.columns, title=f"{config.task_name} multirun summary")
         failed = [job for job in jobs if job["status"] != "ok"]
         if failed:
