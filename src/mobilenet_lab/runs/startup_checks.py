@@ -23,6 +23,7 @@ from mobilenet_lab.deploy.formats import (
     output_paths,
     read_metadata,
 )
+from mobilenet_lab.deploy.parity import FACTOR_RANGE
 from mobilenet_lab.models.pretrained import as_trained
 from mobilenet_lab.runs.checkpoint import (
     EVAL_EXAMPLE,
@@ -186,6 +187,7 @@ def check_export_config(cfg: DictConfig, hardware: bool = True) -> None:
             f"int8_min_ratio={ratio!r} is not valid: use a number in (0, 1], the share of the "
             "fp32 file's test accuracy the int8 file must keep (default 0.99)"
         )
+    _check_parity(cfg)
     check_format(cfg.format)
     suffix = SUFFIXES[cfg.format]
     if cfg.output_path and Path(cfg.output_path).suffix.lower() != suffix:
@@ -200,6 +202,24 @@ def check_export_config(cfg: DictConfig, hardware: bool = True) -> None:
         cfg, checkpoint, cfg.hydra.overrides.task, dict(cfg.hydra.runtime.choices)
     )
     check_model_and_data(merged)
+
+
+def _check_parity(cfg: DictConfig) -> None:
+    """``parity_factor`` in its range; the key it replaced (a fixed logit difference, which
+    refused faithful files of networks with large logits) refused naming it."""
+    if cfg.max_abs_diff is not None:
+        raise ConfigError(
+            f"max_abs_diff={cfg.max_abs_diff!r} is no longer a key: the fp32 file's logits are "
+            "now judged against PyTorch's own fp32 rounding on the same images; set "
+            "parity_factor instead (the multiple of that rounding accepted, default 10)"
+        )
+    low, high = FACTOR_RANGE
+    if not is_number(cfg.parity_factor) or not low <= cfg.parity_factor <= high:
+        raise ConfigError(
+            f"parity_factor={cfg.parity_factor!r} is not valid: use a number in [{low}, {high}], "
+            "the multiple of PyTorch's own fp32 rounding (max |fp32 - fp64| of the network on "
+            "the check images) the file's logits may differ by (default 10)"
+        )
 
 
 def check_predict_config(cfg: DictConfig, hardware: bool = True) -> None:
