@@ -15,12 +15,13 @@ import torch
 from PIL import Image
 from torch import nn
 
+from mobilenet_lab.deploy.formats import SUFFIXES
 from mobilenet_lab.deploy.loading import TorchModel, eval_batches
 from mobilenet_lab.deploy.onnx import OnnxModel
 from mobilenet_lab.export import export
 from mobilenet_lab.predict import predict
 from mobilenet_lab.runs.checkpoint import load_checkpoint
-from mobilenet_lab.runs.errors import ConfigError
+from mobilenet_lab.runs.errors import ConfigError, Refused
 from mobilenet_lab.runs.files import RUN_CONFIG_KEY
 from mobilenet_lab.runs.startup_checks import check_export_config, check_predict_config
 from mobilenet_lab.train import train
@@ -366,6 +367,57 @@ def test_a_file_that_computes_another_network_is_refused_and_not_written(
     assert f"over the bound {report['fp32/bound']:.3g} (parity_factor=10 x " in line
     assert line.endswith("the file does not compute the network, nothing was written")
     assert report["files"] == [] and not list(tmp_path.glob("model*"))
+
+
+def fails(*args, **kwargs) -> None:
+    raise RuntimeError("the converter's own words\n  a long trace of its passes\n  ...")
+
+
+@pytest.mark.parametrize(
+    ("module", "function", "file_format", "message"),
+    [
+        ("onnx", "write_onnx", "onnx", "format=onnx: converting the network to an fp32 file "
+         "failed (RuntimeError: the converter's own words); nothing was written (another "
+         "format may take this network: format=executorch, tflite)"),
+        ("executorch", "write_pte", "executorch", "format=executorch: converting the network "
+         "to an fp32 file failed (RuntimeError: the converter's own words)"),
+        ("litert", "write_tflite", "tflite", "format=tflite: converting the network"),
+        ("onnx", "onnx_session", "onnx", "in ONNX Runtime failed (RuntimeError: the converter's "
+         "own words); nothing was written"),
+    ],
+    ids=["onnx", "executorch", "tflite", "onnx-runtime"],
+)  # fmt: skip
+def test_a_converter_or_runtime_failure_is_one_line_and_no_file(
+    run_main, digits_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    module: str, function: str, file_format: str, message: str,
+) -> None:  # fmt: skip
+    """A lowering that fails (an operator the format does not take) or a runtime that will not
+    load the file: ``Refused``, one line, exit 1, nothing written."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module(f"mobilenet_lab.deploy.{module}"), function, fails)
+    out = tmp_path / f"model{SUFFIXES[file_format]}"
+    logs = f"paths.log_dir={tmp_path / 'logs'}"
+    done = run_main("src/export.py", f"ckpt_path={digits_run}", f"output_path={out}",
+                    f"format={file_format}", logs, *FAST_EXPORT)  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert message in line
+    assert not list(tmp_path.glob("model*"))
+
+
+def test_a_batchnorm_the_onnx_exporter_cannot_fold_is_refused(tmp_path: Path) -> None:
+    """A BatchNorm not right after a convolution stays a node: the file is not written."""
+    from mobilenet_lab.deploy.onnx import write_onnx
+    from mobilenet_lab.deploy.preprocessing import RESIZE_WHOLE, Preprocessing
+
+    net = nn.Sequential(nn.BatchNorm2d(1), nn.Conv2d(1, 4, 3), nn.Flatten(), nn.LazyLinear(10))
+    images = torch.randn(2, 1, 8, 8)
+    net(images)
+    prep = Preprocessing(RESIZE_WHOLE, 8, 1, (0.5,), (0.25,), None, alpha=1.0)
+    with pytest.raises(Refused, match=r"format=onnx: 1 BatchNorm layer\(s\) were not folded"):
+        write_onnx(net.eval(), prep, images[:1], tmp_path / "model.onnx")
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(("family", "alpha"), [("mobilenet_v2", 0.35),

@@ -1,8 +1,10 @@
 """Exports a checkpoint's eval network (BatchNorm folded into the convolutions, the run's
 preprocessing and class names inside the file) to ONNX, ExecuTorch (``.pte``, XNNPACK) or
 LiteRT (``.tflite``), optionally also int8, and checks each file in its own runtime against
-PyTorch on the run's test images before putting it in place; an int8 file only if it keeps
-``int8_min_ratio`` of the fp32 file's test accuracy."""
+PyTorch on the run's test images before putting it in place: an fp32 file only if its logits
+are PyTorch's up to float rounding (``deploy.parity``), an int8 file only if it keeps
+``int8_min_ratio`` of the fp32 file's test accuracy. A file refused, or one its converter or
+runtime fails on, is one ``Refused`` line and nothing written."""
 
 from __future__ import annotations
 
@@ -19,7 +21,13 @@ from torch import Tensor, nn
 
 from mobilenet_lab.analysis.tables import print_table
 from mobilenet_lab.analysis.timing import median_seconds
-from mobilenet_lab.deploy.formats import open_file, output_paths, write_file
+from mobilenet_lab.deploy.formats import (
+    RUNTIMES,
+    open_file,
+    output_paths,
+    refused_on_failure,
+    write_file,
+)
 from mobilenet_lab.deploy.loading import eval_batches, load_network
 from mobilenet_lab.deploy.parity import logit_parity
 from mobilenet_lab.deploy.preprocessing import Preprocessing
@@ -48,7 +56,9 @@ def export(cfg: DictConfig) -> dict[str, Any]:
                   "image_size": prep.image_size, "format": cfg.format}  # fmt: skip
         report.update(write_file(cfg.format, net, prep, images[:1], temporary[0]))
         fp32 = open_file(str(temporary[0]))
-        parity = logit_parity(net, fp32.logits(images), images, cfg.parity_factor)
+        with refused_on_failure(f"running the {cfg.format} file in {RUNTIMES[cfg.format]}"):
+            got = fp32.logits(images)
+        parity = logit_parity(net, got, images, cfg.parity_factor)
         report.update({f"fp32/{key}": value for key, value in parity.items() if key != "passed"})
         refusal = None if parity["passed"] else parity_refusal(report, cfg, len(images))
         report["fp32/refused"] = refusal
@@ -57,7 +67,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         else:
             report.update(speed(net, {"fp32": fp32}, images, cfg.speed, cfg.format))
             if cfg.quantize:
-                report.update(quantize(cfg, datamodule, net, prep, temporary, fp32))
+                with refused_on_failure(f"format={cfg.format}: making and scoring the int8 file"):
+                    report.update(quantize(cfg, datamodule, net, prep, temporary, fp32))
                 refusal = report["int8/refused"] = int8_refusal(report, cfg, paths[0])
             if refusal:  # the fp32 file alone; an earlier export's int8 file would not match it
                 paths[1].unlink(missing_ok=True)
