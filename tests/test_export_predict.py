@@ -97,7 +97,7 @@ def test_export_folds_batchnorm_and_stores_the_preprocessing(exported: dict) -> 
     report = exported["report"]
     assert report["fp32/top1_agreement"] == 1.0 and report["fp32/refused"] is None
     assert report["fp32/rounding"] > 0
-    assert report["fp32/max_abs_diff"] <= report["fp32/bound"] == 10 * report["fp32/rounding"]
+    assert report["fp32/max_abs_diff"] <= report["fp32/bound"] == 50 * report["fp32/rounding"]
     assert report["torch/latency_ms_batch_1"] > 0 and report["onnx_fp32/latency_ms_batch_1"] > 0
     assert not list(exported["dir"].glob("*.tmp"))
 
@@ -364,7 +364,7 @@ def test_a_file_that_computes_another_network_is_refused_and_not_written(
     assert report["fp32/max_abs_diff"] > 100 * report["fp32/bound"] > 0
     assert report["fp32/refused"] == line.removeprefix("Error: ")
     assert line.startswith("Error: onnx file refused: its logits differ from PyTorch's by ")
-    assert f"over the bound {report['fp32/bound']:.3g} (parity_factor=10 x " in line
+    assert f"over the bound {report['fp32/bound']:.3g} (parity_factor=50 x " in line
     assert line.endswith("the file does not compute the network, nothing was written")
     assert report["files"] == [] and not list(tmp_path.glob("model*"))
 
@@ -445,7 +445,7 @@ def test_faithful_files_of_large_logits_pass_the_parity_check(
         net.get_classifier().bias.mul_(gain)
     prep = Preprocessing(RESIZE_WHOLE, 40, 1, (0.5,), (0.25,), None, alpha=alpha)
     write_file("onnx", net, prep, images[:1], path := tmp_path / "model.onnx")
-    parity = logit_parity(net, open_file(str(path)).logits(images), images, factor=10)
+    parity = logit_parity(net, open_file(str(path)).logits(images), images, factor=50)
     assert parity["logit_scale"] == pytest.approx(150, rel=1e-3)
     assert parity["passed"] and parity["top1_agreement"] == 1.0
     # PyTorch's own rounding of logits this size is about 1e-4 (faithful files here: 1.3e-4 and

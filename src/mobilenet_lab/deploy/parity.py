@@ -8,8 +8,9 @@ Their difference is of the size of each one's distance from the exact result, wh
 measures for itself by running the same network in fp64 on the same images (``rounding``).
 The file passes if its logits differ from PyTorch's fp32 by at most ``factor`` times that, and
 never less than a few fp32 steps of the largest logit (``FLOOR``: the precision fp32 holds the
-logits in, should ``rounding`` be zero by chance). A wrong layer or preprocessing moves the
-logits by a share of their size, thousands of times the bound."""
+logits in, should ``rounding`` be zero by chance). Faithful files measure a few times
+``rounding``, a wrong layer or preprocessing hundreds of times the default bound and more
+(measured in docs/deployment.md)."""
 
 from __future__ import annotations
 

@@ -211,14 +211,14 @@ def _check_parity(cfg: DictConfig) -> None:
         raise ConfigError(
             f"max_abs_diff={cfg.max_abs_diff!r} is no longer a key: the fp32 file's logits are "
             "now judged against PyTorch's own fp32 rounding on the same images; set "
-            "parity_factor instead (the multiple of that rounding accepted, default 10)"
+            "parity_factor instead (the multiple of that rounding accepted)"
         )
     low, high = FACTOR_RANGE
     if not is_number(cfg.parity_factor) or not low <= cfg.parity_factor <= high:
         raise ConfigError(
             f"parity_factor={cfg.parity_factor!r} is not valid: use a number in [{low}, {high}], "
             "the multiple of PyTorch's own fp32 rounding (max |fp32 - fp64| of the network on "
-            "the check images) the file's logits may differ by (default 10)"
+            "the check images) the file's logits may differ by"
         )
 
 
