@@ -1,8 +1,10 @@
 """Exports a checkpoint's eval network (BatchNorm folded into the convolutions, the run's
 preprocessing and class names inside the file) to ONNX, ExecuTorch (``.pte``, XNNPACK) or
 LiteRT (``.tflite``), optionally also int8, and checks each file in its own runtime against
-PyTorch on the run's test images before putting it in place; an int8 file only if it keeps
-``int8_min_ratio`` of the fp32 file's test accuracy."""
+PyTorch on the run's test images before putting it in place: an fp32 file only if its logits
+are PyTorch's up to float rounding (``deploy.parity``), an int8 file only if it keeps
+``int8_min_ratio`` of the fp32 file's test accuracy. A file refused, or one its converter or
+runtime fails on, is one ``Refused`` line and nothing written."""
 
 from __future__ import annotations
 
@@ -19,8 +21,15 @@ from torch import Tensor, nn
 
 from mobilenet_lab.analysis.tables import print_table
 from mobilenet_lab.analysis.timing import median_seconds
-from mobilenet_lab.deploy.formats import open_file, output_paths, write_file
+from mobilenet_lab.deploy.formats import (
+    RUNTIMES,
+    open_file,
+    output_paths,
+    refused_on_failure,
+    write_file,
+)
 from mobilenet_lab.deploy.loading import eval_batches, load_network
+from mobilenet_lab.deploy.parity import logit_parity
 from mobilenet_lab.deploy.preprocessing import Preprocessing
 from mobilenet_lab.runs.checkpoint import load_checkpoint, restore_run_config
 from mobilenet_lab.runs.errors import Refused
@@ -41,27 +50,29 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     paths = output_paths(cfg.ckpt_path, cfg.output_path, cfg.quantize, cfg.format)
     # "model.tmp.pte": the runtimes read a file by its suffix
     temporary = [path.with_suffix(".tmp" + path.suffix) for path in paths]
-    refusal = None
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     try:
         report = {"model": choices.get("model"), "alpha": prep.alpha,
                   "image_size": prep.image_size, "format": cfg.format}  # fmt: skip
         report.update(write_file(cfg.format, net, prep, images[:1], temporary[0]))
         fp32 = open_file(str(temporary[0]))
-        report.update(compare(net, fp32, images, "fp32"))
-        if report["fp32/max_abs_diff"] > cfg.max_abs_diff:
-            raise Refused(
-                f"{cfg.format}'s logits differ from PyTorch's by "
-                f"{report['fp32/max_abs_diff']:.2e} (> max_abs_diff={cfg.max_abs_diff}): the "
-                "export is wrong, nothing was written"
-            )
-        report.update(speed(net, {"fp32": fp32}, images, cfg.speed, cfg.format))
-        if cfg.quantize:
-            report.update(quantize(cfg, datamodule, net, prep, temporary, fp32))
-            refusal = int8_refusal(report, cfg, paths[0])
-        if refusal:  # the fp32 file alone; an earlier export's int8 file would not match it
-            paths[1].unlink(missing_ok=True)
-            paths = paths[:1]
+        with refused_on_failure(f"running the {cfg.format} file in {RUNTIMES[cfg.format]}"):
+            got = fp32.logits(images)
+        parity = logit_parity(net, got, images, cfg.parity_factor)
+        report.update({f"fp32/{key}": value for key, value in parity.items() if key != "passed"})
+        refusal = None if parity["passed"] else parity_refusal(report, cfg, len(images))
+        report["fp32/refused"] = refusal
+        if refusal:
+            paths = []  # nothing is put in place
+        else:
+            report.update(speed(net, {"fp32": fp32}, images, cfg.speed, cfg.format))
+            if cfg.quantize:
+                with refused_on_failure(f"format={cfg.format}: making and scoring the int8 file"):
+                    report.update(quantize(cfg, datamodule, net, prep, temporary, fp32))
+                refusal = report["int8/refused"] = int8_refusal(report, cfg, paths[0])
+            if refusal:  # the fp32 file alone; an earlier export's int8 file would not match it
+                paths[1].unlink(missing_ok=True)
+                paths = paths[:1]
         for tmp, path in zip(temporary, paths, strict=False):
             os.replace(tmp, path)
     finally:
@@ -69,11 +80,10 @@ def export(cfg: DictConfig) -> dict[str, Any]:
             tmp.unlink(missing_ok=True)
     report.update({"ckpt_path": str(Path(cfg.ckpt_path).resolve()), "weights": cfg.weights,
                    "files": [str(path) for path in paths]})  # fmt: skip
-    if cfg.quantize:
-        report["int8/refused"] = refusal
     write_json_atomic(Path(cfg.paths.output_dir) / "metrics.json", report)
     print_table([report], [c for c in cfg.summary_columns if c in report], title="export")
-    print("Wrote " + " and ".join(str(path) for path in paths))
+    if paths:
+        print("Wrote " + " and ".join(str(path) for path in paths))
     if refusal:
         raise Refused(refusal)
     return report
@@ -96,16 +106,17 @@ def int8_refusal(report: dict[str, Any], cfg: DictConfig, fp32_path: Path) -> st
     )
 
 
-def compare(net: nn.Module, exported: Any, images: Tensor, name: str) -> dict[str, Any]:
-    """Max absolute logit difference and top-1 agreement of the file's runtime against
-    PyTorch eval."""
-    with torch.inference_mode():
-        expected = net(images)
-    got = exported.logits(images)
-    return {
-        f"{name}/max_abs_diff": float((got - expected).abs().max()),
-        f"{name}/top1_agreement": float((got.argmax(1) == expected.argmax(1)).float().mean()),
-    }
+def parity_refusal(report: dict[str, Any], cfg: DictConfig, images: int) -> str:
+    """Why the fp32 file is not put in place: its logits differ from PyTorch's by more than
+    ``parity_factor`` times PyTorch's own fp32 rounding (``deploy.parity``)."""
+    return (
+        f"{cfg.format} file refused: its logits differ from PyTorch's by "
+        f"{report['fp32/max_abs_diff']:.3g} on {images} test images, over the bound "
+        f"{report['fp32/bound']:.3g} (parity_factor={cfg.parity_factor} x PyTorch's own fp32 "
+        f"rounding {report['fp32/rounding']:.3g}, max |fp32 - fp64|, logits up to "
+        f"{report['fp32/logit_scale']:.3g}): the file does not compute the network, nothing "
+        "was written"
+    )
 
 
 def speed(
@@ -168,7 +179,9 @@ def quantize(
     report.update({f"{name}/test_acc": correct[name] / total for name in models})
     report["int8/test_images"] = total
     check_images = next(eval_batches(datamodule, "test", cfg.check_images))[0]
-    report.update(compare(net, models["int8"], check_images, "int8"))
+    # int8 is judged by its test accuracy (int8_refusal): its logit difference is only reported
+    int8 = logit_parity(net, models["int8"].logits(check_images), check_images, factor=1)
+    report.update({f"int8/{key}": int8[key] for key in ("max_abs_diff", "top1_agreement")})
     int8_speed = speed(None, models, check_images, cfg.speed, cfg.format)
     report.update({k: v for k, v in int8_speed.items() if k.startswith(f"{cfg.format}_int8")})
     return report

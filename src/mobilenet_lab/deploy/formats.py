@@ -6,15 +6,18 @@ that installs it."""
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
 
 from mobilenet_lab.deploy.preprocessing import Preprocessing
-from mobilenet_lab.runs.errors import ConfigError
+from mobilenet_lab.runs.errors import ConfigError, Refused
 
 SUFFIXES = {"onnx": ".onnx", "executorch": ".pte", "tflite": ".tflite"}
+RUNTIMES = {"onnx": "ONNX Runtime", "executorch": "ExecuTorch", "tflite": "LiteRT"}
 # format: (the pip extra, the modules it installs)
 EXTRAS = {
     "onnx": ("export", ("onnx", "onnxruntime")),
@@ -25,6 +28,21 @@ NOT_ON_THIS_SYSTEM = {
     "coreml": "Core ML's tools compile and run its files on macOS only; for iPhones export "
     "format=executorch or format=tflite, which both run on iOS",
 }
+
+
+@contextmanager
+def refused_on_failure(what: str, outcome: str = "nothing was written") -> Iterator[None]:
+    """A converter's or a runtime's own failure inside (an operator it does not take, a pass
+    that fails, a file its runtime will not load) as a ``Refused`` line: ``what`` failed, the
+    error's type and first line, ``outcome``. Our own one-line errors pass through."""
+    try:
+        yield
+    except (ConfigError, Refused):
+        raise
+    except Exception as error:
+        lines = str(error).strip().splitlines() or [""]
+        reason = f"{type(error).__name__}: {lines[0][:300]}".rstrip(": ")
+        raise Refused(f"{what} failed ({reason}); {outcome}") from error
 
 
 def check_format(name: object) -> None:
@@ -73,36 +91,44 @@ def write_file(
     calibration: Any = None,
 ) -> dict[str, Any]:
     """Writes ``net`` as ``name`` (int8 with ``calibration`` batches, for the phone formats;
-    ONNX's int8 is made from its fp32 file instead); returns what the lowering reported."""
-    if name == "onnx":
-        from mobilenet_lab.deploy.onnx import write_onnx
+    ONNX's int8 is made from its fp32 file instead); returns what the lowering reported. A
+    network the converter does not take is ``Refused``."""
+    precision = "fp32" if calibration is None else "int8"
+    what = f"format={name}: converting the network to an {precision} file"
+    others = ", ".join(other for other in SUFFIXES if other != name)
+    outcome = f"nothing was written (another format may take this network: format={others})"
+    with refused_on_failure(what, outcome):
+        if name == "onnx":
+            from mobilenet_lab.deploy.onnx import write_onnx
 
-        write_onnx(net, prep, example, path)
-        return {}
-    if name == "executorch":
-        from mobilenet_lab.deploy.executorch import write_pte
+            write_onnx(net, prep, example, path)
+            return {}
+        if name == "executorch":
+            from mobilenet_lab.deploy.executorch import write_pte
 
-        return write_pte(net, prep, example, path, calibration)
-    from mobilenet_lab.deploy.litert import write_tflite
+            return write_pte(net, prep, example, path, calibration)
+        from mobilenet_lab.deploy.litert import write_tflite
 
-    return write_tflite(net, prep, example, path, calibration)
+        return write_tflite(net, prep, example, path, calibration)
 
 
 def open_file(path: str, threads: int | None = None) -> Any:
-    """The exported file's runtime behind ``logits(images)`` and ``preprocessing``."""
+    """The exported file's runtime behind ``logits(images)`` and ``preprocessing``; a file its
+    runtime will not load is ``Refused``."""
     name = format_of(path)
     check_installed(name)
-    if name == "onnx":
-        from mobilenet_lab.deploy.onnx import OnnxModel
+    with refused_on_failure(f"loading {path} in {RUNTIMES[name]}"):
+        if name == "onnx":
+            from mobilenet_lab.deploy.onnx import OnnxModel
 
-        return OnnxModel(path, threads)
-    if name == "executorch":
-        from mobilenet_lab.deploy.executorch import PteModel
+            return OnnxModel(path, threads)
+        if name == "executorch":
+            from mobilenet_lab.deploy.executorch import PteModel
 
-        return PteModel(path)
-    from mobilenet_lab.deploy.litert import TfliteModel
+            return PteModel(path)
+        from mobilenet_lab.deploy.litert import TfliteModel
 
-    return TfliteModel(path, threads)
+        return TfliteModel(path, threads)
 
 
 def read_metadata(path: str) -> Preprocessing:

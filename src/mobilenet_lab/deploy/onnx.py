@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from mobilenet_lab.deploy.preprocessing import METADATA_KEY, Preprocessing
-from mobilenet_lab.runs.errors import ConfigError
+from mobilenet_lab.runs.errors import ConfigError, Refused
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
@@ -37,8 +37,11 @@ def write_onnx(net: nn.Module, prep: Preprocessing, example: Tensor, path: Path)
         )  # fmt: skip
     model = onnx.load_from_string(buffer.getvalue())
     left = [node.name for node in model.graph.node if node.op_type == "BatchNormalization"]
-    if left:
-        raise RuntimeError(f"BatchNorm was not folded into the convolutions: {left[:3]}")
+    if left:  # a BatchNorm not right after a convolution: the exporter leaves it a node
+        raise Refused(
+            f"format=onnx: {len(left)} BatchNorm layer(s) were not folded into a convolution "
+            f"({', '.join(left[:3])}): nothing was written"
+        )
     for key, value in prep.to_metadata().items():
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, path)

@@ -26,6 +26,7 @@ from mobilenet_lab.deploy.formats import (
     output_paths,
     read_metadata,
 )
+from mobilenet_lab.deploy.parity import FACTOR_RANGE
 from mobilenet_lab.models.pretrained import as_trained
 from mobilenet_lab.runs.checkpoint import (
     EVAL_EXAMPLE,
@@ -185,6 +186,7 @@ def check_export_config(cfg: DictConfig, hardware: bool = True) -> None:
             f"quantize={cfg.quantize!r} is not valid: use int8 (or leave it out for fp32 alone)"
         )
     check_limits(cfg)
+    _check_retired_keys(cfg)
     check_format(cfg.format)
     suffix = SUFFIXES[cfg.format]
     if cfg.output_path and Path(cfg.output_path).suffix.lower() != suffix:
@@ -199,6 +201,17 @@ def check_export_config(cfg: DictConfig, hardware: bool = True) -> None:
         cfg, checkpoint, cfg.hydra.overrides.task, dict(cfg.hydra.runtime.choices)
     )
     check_model_and_data(merged)
+
+
+def _check_retired_keys(cfg: DictConfig) -> None:
+    """``max_abs_diff`` (a fixed logit difference, which refused faithful files of networks with
+    large logits) refused naming the key that replaced it."""
+    if cfg.max_abs_diff is not None:
+        raise ConfigError(
+            f"max_abs_diff={cfg.max_abs_diff!r} is no longer a key: the fp32 file's logits are "
+            "now judged against PyTorch's own fp32 rounding on the same images; set "
+            "parity_factor instead (the multiple of that rounding accepted)"
+        )
 
 
 def check_predict_config(cfg: DictConfig, hardware: bool = True) -> None:
@@ -398,6 +411,10 @@ LIMITS: dict[str, Limit] = {
     "check_images": whole(1),
     "int8_min_ratio": number(0, 1, open_low=True).why(
         "the share of the fp32 file's test accuracy the int8 file must keep"
+    ),
+    "parity_factor": number(*FACTOR_RANGE).why(
+        "the multiple of PyTorch's own fp32 rounding, its largest fp32 - fp64 logit difference "
+        "on the check images, the file's logits may differ by"
     ),
     # export, profile
     **SPEED,
