@@ -154,6 +154,7 @@ def test_int8_under_the_ratio_is_refused_and_the_fp32_file_kept(
     assert f"{int8_acc / fp32_acc:.3f} of the fp32 file's {fp32_acc:.2%}" in line
     assert "int8_min_ratio=0.99" in line and "calibration_images=16 now" in line
     assert report["int8/refused"] == line.removeprefix("Error: ")
+    assert (report["schema"], report["entry_point"], report["status"]) == (2, "export", "refused")
     assert report["files"] == [str(out)]
     assert out.is_file() and not int8.exists() and not list(tmp_path.glob("*.tmp*"))
     assert OnnxModel(str(out)).preprocessing.class_names == tuple("0123456789")
@@ -424,6 +425,7 @@ def test_a_file_that_computes_another_network_is_refused_and_not_written(
     report = json.loads(metrics.read_text())
     assert report["fp32/max_abs_diff"] > 100 * report["fp32/bound"] > 0
     assert report["fp32/refused"] == line.removeprefix("Error: ")
+    assert (report["entry_point"], report["status"]) == ("export", "refused")
     assert line.startswith("Error: onnx file refused: its logits differ from PyTorch's by ")
     assert f"over the bound {report['fp32/bound']:.3g} (parity_factor=50 x " in line
     assert line.endswith("the file does not compute the network, nothing was written")

@@ -33,7 +33,7 @@ from mobilenet_lab.deploy.parity import logit_parity
 from mobilenet_lab.deploy.preprocessing import Preprocessing
 from mobilenet_lab.runs.checkpoint import load_checkpoint, restore_run_config
 from mobilenet_lab.runs.errors import Refused
-from mobilenet_lab.runs.files import write_json_atomic
+from mobilenet_lab.runs.metrics import metrics_record, write_metrics
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:
@@ -80,7 +80,9 @@ def export(cfg: DictConfig) -> dict[str, Any]:
             tmp.unlink(missing_ok=True)
     report.update({"ckpt_path": str(Path(cfg.ckpt_path).resolve()), "weights": cfg.weights,
                    "files": [str(path) for path in paths]})  # fmt: skip
-    write_json_atomic(Path(cfg.paths.output_dir) / "metrics.json", report)
+    status = "refused" if refusal else "ok"  # refused: no file, or the fp32 file alone
+    record = metrics_record("export", cfg.task_name, status, report)
+    write_metrics(Path(cfg.paths.output_dir), record)
     print_table([report], [c for c in cfg.summary_columns if c in report], title="export")
     if paths:
         print("Wrote " + " and ".join(str(path) for path in paths))

@@ -2,9 +2,9 @@
 
 Every file starts with ``schema`` (its version), ``entry_point`` (``train``, ``eval``,
 ``export``, ``profile``: the caller says which), ``task`` and ``status`` (``ok``, ``failed``,
-``diverged``); the entry point's own fields follow. The reader trusts ``schema``; a file without
-one was written before it existed (schema 1) and is brought up to today's shape by
-``upgrade_v1``, the one place that guesses from a file's shape which tool wrote it.
+``diverged``, ``refused``); the entry point's own fields follow. The reader trusts ``schema``;
+a file without one was written before it existed (schema 1) and is brought up to today's shape
+by ``upgrade_v1``, the one place that guesses from a file's shape which tool wrote it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from mobilenet_lab.runs.files import write_json_atomic
 
 SCHEMA = 2
 ENTRY_POINTS = ("train", "eval", "export", "profile")
-STATUSES = ("ok", "failed", "diverged")
+STATUSES = ("ok", "failed", "diverged", "refused")  # refused: export's checks said no
 
 
 def metrics_record(
