@@ -44,7 +44,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
-import mobilenet_lab.runs.resolvers  # noqa: F401
+import mobilenet_lab.data.resolvers  # noqa: F401
 from mobilenet_lab.analysis.timing import device_name, median_seconds
 from mobilenet_lab.runs.files import write_json_atomic
 from mobilenet_lab.training.optimizer import build_optimizer

@@ -7,7 +7,7 @@ one row per job in the sweep folder's ``summary.csv``.
 import hydra
 from omegaconf import DictConfig
 
-import mobilenet_lab.runs.resolvers  # noqa: F401  (registers the resolvers the configs use)
+import mobilenet_lab.data.resolvers  # noqa: F401  (registers the resolvers the configs use)
 from mobilenet_lab.runs.errors import exit_on_config_error
 
 

@@ -3,9 +3,9 @@
 import hydra
 from omegaconf import DictConfig
 
-import mobilenet_lab.runs.resolvers  # noqa: F401  (registers the resolvers the configs use)
+import mobilenet_lab.data.resolvers  # noqa: F401  (registers the resolvers the configs use)
+from mobilenet_lab.jobs.shown_config import show_run_config
 from mobilenet_lab.runs.errors import exit_on_config_error, exit_on_refusal
-from mobilenet_lab.runs.shown_config import show_run_config
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")

@@ -3,17 +3,17 @@
 import hydra
 from omegaconf import DictConfig
 
-import mobilenet_lab.runs.resolvers  # noqa: F401  (registers the resolvers the configs use)
-from mobilenet_lab.runs.shown_config import show_run_config
+import mobilenet_lab.data.resolvers  # noqa: F401  (registers the resolvers the configs use)
+from mobilenet_lab.jobs.shown_config import show_run_config
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """The metric a sweeper optimises; None when the run failed (a failed trial for Optuna)."""
-    from mobilenet_lab.train import train
-    from mobilenet_lab.training.failures import (
+    from mobilenet_lab.jobs.failures import (
         run_job,  # imported here so --help and --cfg stay fast
     )
+    from mobilenet_lab.train import train
 
     metrics = run_job(train, cfg, entry_point="train")
     return None if metrics is None else metrics["val"].get(cfg.optimized_metric, float("nan"))

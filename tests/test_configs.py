@@ -127,7 +127,7 @@ def test_eval_config_composes(make_cfg) -> None:
     cfg = make_cfg("eval", ["ckpt_path=x.ckpt"])
     assert cfg.task_name == "eval" and cfg.ckpt_path == "x.ckpt"
     assert (
-        cfg.hydra.callbacks.validate.check == "mobilenet_lab.runs.startup_checks.check_eval_config"
+        cfg.hydra.callbacks.validate.check == "mobilenet_lab.jobs.startup_checks.check_eval_config"
     )
 
 

@@ -19,11 +19,11 @@ from mobilenet_lab.deploy.formats import SUFFIXES
 from mobilenet_lab.deploy.loading import TorchModel, eval_batches
 from mobilenet_lab.deploy.onnx import OnnxModel
 from mobilenet_lab.export import export
+from mobilenet_lab.jobs.startup_checks import check_export_config, check_predict_config
 from mobilenet_lab.predict import predict
 from mobilenet_lab.runs.checkpoint import load_checkpoint
 from mobilenet_lab.runs.errors import ConfigError, Refused
 from mobilenet_lab.runs.files import RUN_CONFIG_KEY
-from mobilenet_lab.runs.startup_checks import check_export_config, check_predict_config
 from mobilenet_lab.train import train
 from tests.conftest import compose_cfg, run_cli, test_split_accuracy
 from tests.data_files import write_twins

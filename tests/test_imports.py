@@ -1,7 +1,8 @@
-"""The package's shape (issue 19): every ``mobilenet_lab`` import, at module level or inside a
-function, read from the source, makes a graph with no cycle, and no part (a module of a
+"""The package's shape (issues 19 and 29): every ``mobilenet_lab`` import, at module level or
+inside a function, read from the source, makes a graph with no cycle, no part (a module of a
 subpackage: ``training/``, ``deploy/``, ...) imports a flow (a module at the top: ``train``,
-``export``, ...)."""
+``export``, ...), and every import goes down the declared order of layers (``LAYERS``) or stays
+in its folder."""
 
 from __future__ import annotations
 
@@ -10,6 +11,21 @@ from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "mobilenet_lab"
+# The package's folders, top to bottom: a module imports from its own folder or from a layer
+# below its own, never from a layer above nor from another folder of its own layer. The flows
+# (the modules at the package's top) put the parts together; ``jobs/`` runs them as Hydra jobs
+# (start-up checks, Hydra callbacks, failure records, SLURM requeue, the DDP guard, ``--cfg``);
+# training and the analysis use deploy/ (a teacher's exported file, every runtime's speed);
+# ``runs/`` is what every layer may use (errors, run files, the run record, checkpoints,
+# metrics.json).
+LAYERS: list[set[str]] = [
+    {"flows"},
+    {"jobs"},
+    {"training", "analysis"},
+    {"deploy"},
+    {"data", "models"},
+    {"runs"},
+]
 
 
 def module_name(path: Path) -> str:
@@ -38,6 +54,27 @@ def import_graph() -> dict[str, set[str]]:
     return {name: {m for m in deps if not name.startswith(m + ".")} for name, deps in graph.items()}
 
 
+def folder(module: str) -> str:
+    """The folder of the package ``module`` is in (``runs`` for ``mobilenet_lab.runs.files`` and
+    for ``mobilenet_lab.runs`` itself); ``flows`` for a module at the top and the package."""
+    parts = module.split(".")
+    if len(parts) > 2 or (len(parts) == 2 and (PACKAGE / parts[1]).is_dir()):
+        return parts[1]
+    return "flows"
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """``(importer, imported)`` for every import that leaves its folder and does not go down
+    ``LAYERS``."""
+    layer = {name: rank for rank, names in enumerate(LAYERS) for name in names}
+    return sorted(
+        (module, dep)
+        for module, deps in graph.items()
+        for dep in deps
+        if folder(dep) != folder(module) and layer[folder(dep)] <= layer[folder(module)]
+    )
+
+
 def test_the_graph_sees_the_imports_it_should() -> None:
     graph = import_graph()
     assert "mobilenet_lab.analysis.tables" in graph["mobilenet_lab.profile"]
@@ -63,6 +100,24 @@ def test_no_part_imports_a_flow() -> None:
         part: deps & flows for part, deps in graph.items() if part.count(".") > 1 and deps & flows
     }
     assert not wrong, f"parts importing flows: {wrong}"
+
+
+def test_every_folder_is_in_one_layer() -> None:
+    folders = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
+    declared = [name for names in LAYERS for name in names]
+    assert sorted(declared) == sorted({*folders, "flows"}), "a folder missing from LAYERS"
+
+
+def test_imports_go_down_the_layers() -> None:
+    """A later import that points up (``runs/`` importing ``training/``, ``data/`` importing
+    ``training/``) fails here: move the module, or what it imports, to where the order holds."""
+    graph = import_graph()
+    assert "mobilenet_lab.runs.errors" in graph["mobilenet_lab.data.imagefolder"]  # one seen
+    upward = upward_imports(graph)
+    print(f"imports that point up: {len(upward)}")
+    assert len(upward) == 0, "imports that point up:\n" + "\n".join(
+        f"  {module} ({folder(module)}) -> {dep} ({folder(dep)})" for module, dep in upward
+    )
 
 
 def test_every_folder_of_the_package_is_a_package() -> None:

@@ -14,8 +14,8 @@ from mobilenet_lab.data.cifar import CIFARDataModule
 from mobilenet_lab.data.imagefolder import ImageFolderDataModule
 from mobilenet_lab.data.synthetic import SyntheticDataModule
 from mobilenet_lab.deploy.loading import TorchModel
+from mobilenet_lab.jobs.startup_checks import check_train_config
 from mobilenet_lab.runs.errors import ConfigError
-from mobilenet_lab.runs.startup_checks import check_train_config
 from mobilenet_lab.train import train
 from tests.conftest import test_split_accuracy
 from tests.data_files import write_cifar, write_image_tree

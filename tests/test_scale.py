@@ -126,7 +126,7 @@ def _validate_multirun(overrides: list[str]) -> None:
     """What ``python src/train.py -m <overrides>`` checks in the submitting process."""
     from hydra import compose, initialize_config_dir
 
-    from mobilenet_lab.runs.hydra_callbacks import ValidateConfig
+    from mobilenet_lab.jobs.hydra_callbacks import ValidateConfig
 
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
@@ -153,7 +153,7 @@ def test_a_slurm_job_checks_the_hardware_it_runs_on(make_cfg, capsys) -> None:
     from hydra.types import RunMode
     from omegaconf import read_write
 
-    from mobilenet_lab.runs.hydra_callbacks import ValidateConfig
+    from mobilenet_lab.jobs.hydra_callbacks import ValidateConfig
 
     cfg = make_cfg("train", [*SLURM, "trainer.devices=8"])
     with read_write(cfg.hydra):
@@ -164,8 +164,8 @@ def test_a_slurm_job_checks_the_hardware_it_runs_on(make_cfg, capsys) -> None:
 
 
 def test_global_batch_counts_devices_as_lightning_does(make_cfg, monkeypatch) -> None:
+    from mobilenet_lab.jobs.startup_checks import check_train_config
     from mobilenet_lab.runs.errors import ConfigError
-    from mobilenet_lab.runs.startup_checks import check_train_config
     from mobilenet_lab.training.trainer import per_device_batch_size
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)  # a GPU machine, run on its CPU

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from mobilenet_lab.jobs.startup_checks import LIMITS, check_limits
 from mobilenet_lab.runs.errors import ConfigError
-from mobilenet_lab.runs.startup_checks import LIMITS, check_limits
 from tests.conftest import ROOT, compose_cfg
 
 # The entry point and group options whose config holds each key (train's defaults otherwise).

@@ -9,9 +9,9 @@ import torch
 from hydra.utils import instantiate
 from safetensors.torch import load_file
 
+from mobilenet_lab.jobs.startup_checks import check_train_config
 from mobilenet_lab.models.timm_models import create
 from mobilenet_lab.runs.errors import ConfigError
-from mobilenet_lab.runs.startup_checks import check_train_config
 
 FAMILIES = ["mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "timm_mobilenet_v1"]
 TWO_WIDTHS = {

@@ -13,7 +13,8 @@ from omegaconf import open_dict
 from mobilenet_lab.data.digits import DigitsDataModule
 from mobilenet_lab.deploy.loading import TorchModel
 from mobilenet_lab.evaluate import evaluate
-from mobilenet_lab.runs.checkpoint import load_checkpoint, restore_run_config
+from mobilenet_lab.jobs.restored_config import restore_run_config
+from mobilenet_lab.runs.checkpoint import load_checkpoint
 from mobilenet_lab.runs.errors import ConfigError
 from mobilenet_lab.runs.files import RUN_CONFIG_KEY
 from mobilenet_lab.train import train
@@ -100,7 +101,7 @@ def test_bad_checkpoints_are_refused(tmp_path: Path) -> None:
 
 
 def test_image_size_below_the_network_stride_is_refused(make_cfg) -> None:
-    from mobilenet_lab.runs.startup_checks import check_train_config
+    from mobilenet_lab.jobs.startup_checks import check_train_config
 
     cfg = make_cfg("train", ["data.image_size=8"])
     with pytest.raises(ConfigError, match=r"data\.image_size=8 is too small.*>= 32"):
@@ -134,7 +135,7 @@ def test_tensorboard_logger_writes_event_files(make_cfg, tmp_path: Path) -> None
 
 
 def test_hardware_the_machine_lacks_is_refused(make_cfg, monkeypatch) -> None:
-    from mobilenet_lab.runs.startup_checks import check_train_config
+    from mobilenet_lab.jobs.startup_checks import check_train_config
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     with pytest.raises(ConfigError, match=r"trainer\.accelerator=gpu but this machine has no GPU"):
@@ -147,7 +148,7 @@ def test_hardware_the_machine_lacks_is_refused(make_cfg, monkeypatch) -> None:
 
 
 def test_resuming_another_network_is_refused(trained: dict, make_cfg) -> None:
-    from mobilenet_lab.runs.startup_checks import check_train_config
+    from mobilenet_lab.jobs.startup_checks import check_train_config
 
     ckpt = trained["best_checkpoint"]
     check_train_config(make_cfg("train", [f"ckpt_path={ckpt}", "model.alpha=0.25"]))
@@ -162,7 +163,7 @@ def test_resuming_another_network_is_refused(trained: dict, make_cfg) -> None:
 
 
 def test_resume_last_picks_the_newest_run(tmp_path: Path) -> None:
-    from mobilenet_lab.runs.startup_checks import resolve_resume
+    from mobilenet_lab.jobs.startup_checks import resolve_resume
 
     for stamp in ("2026-01-01_00-00-00_000001", "2026-01-01_00-00-00_000002"):
         folder = tmp_path / "train" / "runs" / stamp / "checkpoints"
@@ -253,7 +254,7 @@ def test_lr_and_no_weight_decay_reach_the_optimizer_lightning_built(
 
 
 def test_a_global_batch_that_does_not_divide_is_refused(make_cfg) -> None:
-    from mobilenet_lab.runs.startup_checks import check_train_config
+    from mobilenet_lab.jobs.startup_checks import check_train_config
 
     overrides = ["trainer=ddp_cpu", "trainer.accumulate_grad_batches=3", "global_batch_size=100"]
     with pytest.raises(ConfigError, match=r"global_batch_size=100 does not divide over 6"):

@@ -1,5 +1,5 @@
 """The launchers of ``hydra/launcher=slurm`` and ``slurm_local``: hydra-submitit-launcher's, whose
-requeued jobs resume from their own ``last.ckpt`` (``mobilenet_lab.runs.slurm``). Here because Hydra
+requeued jobs resume from their own ``last.ckpt`` (``mobilenet_lab.jobs.slurm``). Here because Hydra
 instantiates launchers only from the ``hydra_plugins`` package, and scans every module in it on
 each start: without hydra-submitit-launcher (the ``slurm`` extra) this module defines nothing."""
 
@@ -11,7 +11,7 @@ except ImportError:  # pragma: no cover - the slurm extra is not installed
     submitit_launcher = None
 
 if submitit_launcher is not None:
-    from mobilenet_lab.runs.slurm import ResumingLauncher
+    from mobilenet_lab.jobs.slurm import ResumingLauncher
 
     class SlurmLauncher(ResumingLauncher, submitit_launcher.SlurmLauncher):
         """``hydra/launcher=slurm``."""

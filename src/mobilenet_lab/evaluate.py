@@ -12,10 +12,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from mobilenet_lab.runs.checkpoint import checkpoint_weights, load_checkpoint, restore_run_config
+from mobilenet_lab.jobs.ddp_job import ddp_job
+from mobilenet_lab.jobs.restored_config import restore_run_config
+from mobilenet_lab.runs.checkpoint import checkpoint_weights, load_checkpoint
 from mobilenet_lab.runs.files import print_config_tree, scalar_metrics
 from mobilenet_lab.runs.metrics import metrics_record, write_metrics
-from mobilenet_lab.training.ddp_job import ddp_job
 from mobilenet_lab.training.trainer import build_trainer
 
 

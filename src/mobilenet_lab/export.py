@@ -31,7 +31,8 @@ from mobilenet_lab.deploy.formats import (
 from mobilenet_lab.deploy.loading import eval_batches, load_network
 from mobilenet_lab.deploy.parity import logit_parity
 from mobilenet_lab.deploy.preprocessing import Preprocessing
-from mobilenet_lab.runs.checkpoint import load_checkpoint, restore_run_config
+from mobilenet_lab.jobs.restored_config import restore_run_config
+from mobilenet_lab.runs.checkpoint import load_checkpoint
 from mobilenet_lab.runs.errors import Refused
 from mobilenet_lab.runs.metrics import metrics_record, write_metrics
 

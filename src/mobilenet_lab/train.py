@@ -13,13 +13,13 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from mobilenet_lab.jobs.ddp_job import ddp_job
 from mobilenet_lab.models import as_trained
 from mobilenet_lab.runs.files import print_config_tree, scalar_metrics
 from mobilenet_lab.runs.metrics import metrics_record, write_metrics
 from mobilenet_lab.runs.record import RunRecord
 from mobilenet_lab.runs.resume import listed, resume_run
 from mobilenet_lab.training.callbacks import RunClock, SaveRunConfig
-from mobilenet_lab.training.ddp_job import ddp_job
 from mobilenet_lab.training.loggers import ResumePoint
 from mobilenet_lab.training.optimizer import build_optimizer
 from mobilenet_lab.training.trainer import build_trainer, per_device_batch_size

@@ -96,12 +96,12 @@ def cached_latency(
     does with the caller's ``speed`` settings (``conf/speed/``) at the run's input size and
     classes.
 
-    The network is the one trained (``runs.network.trained_network``: from the checkpoint's
+    The network is the one trained (``network.trained_network``: from the checkpoint's
     resolved config); a ConfigError says why when it cannot be known. Kept in the run's
     ``latency.json`` for this machine and network, so a second report does not measure again;
     ``measured`` shares one measurement between runs of the same network.
     """
-    from mobilenet_lab.runs.network import trained_network
+    from mobilenet_lab.analysis.network import trained_network
 
     described = trained_network(run_dir)
     model, in_chans, size = described["model"], described["in_chans"], described["image_size"]

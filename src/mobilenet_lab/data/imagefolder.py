@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from mobilenet_lab.data.distributed import unrepeated_sampler
 from mobilenet_lab.data.images import UnreadableImage, open_image
 from mobilenet_lab.runs.errors import ConfigError, check_positive_int
-from mobilenet_lab.training.trainer import usable_cpus
+from mobilenet_lab.runs.machine import usable_cpus
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

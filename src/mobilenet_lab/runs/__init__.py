@@ -1,3 +1,3 @@
-"""Run plumbing: run folders and Hydra callbacks, start-up checks of a config, the config a
-checkpoint holds, run files, errors shown as one line, the configs' resolvers, SLURM
-requeueing. Every entry point uses them."""
+"""Run plumbing every layer may use: errors shown as one line, run files, a checkpoint's run
+record and reading it, resuming a run as recorded, the one schema of ``metrics.json``, the
+machine's CPUs. It imports nothing of the package outside ``runs/``."""

@@ -1,29 +1,24 @@
-"""A run's config as its checkpoint stores it: reading a checkpoint safely, and rebuilding the
-config ``eval.py`` scores it with (the run's model, data and module, then the user's overrides)."""
+"""A run's config as its checkpoint stores it: reading a checkpoint safely, with the names of
+moved modules brought up to date (the config ``eval.py`` scores it with is rebuilt from it in
+``jobs/restored_config.py``)."""
 
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf, open_dict
-
-from mobilenet_lab.models.pretrained import as_trained
 from mobilenet_lab.runs.errors import ConfigError, load_tensors
 from mobilenet_lab.runs.files import RUN_CONFIG_KEY
 from mobilenet_lab.runs.record import RunRecord
 
-RESTORED_GROUPS = ("model", "data", "module")
 EVAL_EXAMPLE = "e.g. ckpt_path=logs/train/runs/<time>/checkpoints/best.ckpt"
 RESUME_EXAMPLE = "e.g. ckpt_path=last"
 
 # Modules whose functions and classes a run's config names (``_target_``, ``config_check``) and
-# that moved when the package was arranged by stage: checkpoints written before then name the
-# old modules; read, they name today's.
+# that moved when the package was arranged by stage (issue 19) and in layers (issue 29):
+# checkpoints written before then name the old modules; read, they name today's.
 MOVED_MODULES = {
     "mobilenet_lab.module": "mobilenet_lab.training.module",
     "mobilenet_lab.trainer": "mobilenet_lab.training.trainer",
@@ -31,8 +26,16 @@ MOVED_MODULES = {
     "mobilenet_lab.loggers": "mobilenet_lab.training.loggers",
     "mobilenet_lab.scheduler": "mobilenet_lab.training.scheduler",
     "mobilenet_lab.optimizer": "mobilenet_lab.training.optimizer",
-    "mobilenet_lab.startup_checks": "mobilenet_lab.runs.startup_checks",
-    "mobilenet_lab.hydra_callbacks": "mobilenet_lab.runs.hydra_callbacks",
+    "mobilenet_lab.startup_checks": "mobilenet_lab.jobs.startup_checks",
+    "mobilenet_lab.hydra_callbacks": "mobilenet_lab.jobs.hydra_callbacks",
+    "mobilenet_lab.runs.startup_checks": "mobilenet_lab.jobs.startup_checks",
+    "mobilenet_lab.runs.hydra_callbacks": "mobilenet_lab.jobs.hydra_callbacks",
+    "mobilenet_lab.runs.slurm": "mobilenet_lab.jobs.slurm",
+    "mobilenet_lab.runs.shown_config": "mobilenet_lab.jobs.shown_config",
+    "mobilenet_lab.training.failures": "mobilenet_lab.jobs.failures",
+    "mobilenet_lab.training.ddp_job": "mobilenet_lab.jobs.ddp_job",
+    "mobilenet_lab.runs.resolvers": "mobilenet_lab.data.resolvers",
+    "mobilenet_lab.runs.network": "mobilenet_lab.analysis.network",
 }
 
 
@@ -93,37 +96,6 @@ def with_moved_modules(node: Any) -> Any:
         if module in MOVED_MODULES:
             return f"{MOVED_MODULES[module]}.{name}"
     return node
-
-
-def restore_run_config(
-    cfg: DictConfig,
-    checkpoint: dict[str, Any],
-    overrides: Sequence[str],
-    choices: dict[str, str],
-) -> tuple[DictConfig, dict[str, str]]:
-    """The eval config with the run's ``model``, ``data`` and ``module``, then the user's own
-    overrides.
-
-    A group the user chose again (``data=...``) is taken whole from ``cfg``; a key the user set
-    (``data.batch_size=...``) is copied from ``cfg`` onto the saved group. Returns the config
-    and the group choices (model and data names) it stands for.
-    """
-    run = RunRecord.of(checkpoint)
-    saved = OmegaConf.create(run.config)
-    restored_choices = {**choices, **{g: run.choices[g] for g in RESTORED_GROUPS}}
-    merged = cfg.copy()
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
-    keys = [override.key_or_group for override in parsed]
-    for group in RESTORED_GROUPS:
-        if group in keys:
-            restored_choices[group] = choices[group]
-            continue
-        with open_dict(merged):  # the network as trained, from the checkpoint alone
-            merged[group] = as_trained(saved.model) if group == "model" else saved[group]
-        for key in keys:
-            if key.startswith(f"{group}."):
-                OmegaConf.update(merged, key, OmegaConf.select(cfg, key), force_add=True)
-    return merged, restored_choices
 
 
 def checkpoint_weights(checkpoint: dict[str, Any], weights: str) -> dict[str, Any]:

@@ -1,3 +1,3 @@
 """Training parts: the LightningModule, the Trainer and its plugins, callbacks, loggers,
-optimizer and scheduler builders, and what makes a failed run fail alone (``failures``,
-``ddp_job``). ``mobilenet_lab.train`` puts them together."""
+optimizer and scheduler builders, a teacher's logits (``distillation``).
+``mobilenet_lab.train`` puts them together."""

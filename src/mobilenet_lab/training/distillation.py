@@ -204,7 +204,7 @@ def check_distill(cfg: DictConfig) -> None:
     """The run's ``module.distill``: a teacher that opens and fits the student's data (its
     classes, their names and order, and the digits' split), ``cache`` only where it is valid.
     One line each, before any run folder (``weight`` and ``temperature``: with every number, in
-    ``runs/startup_checks.py``)."""
+    ``jobs/startup_checks.py``)."""
     distill = {**DEFAULTS, **(cfg.module.get("distill") or {})}
     if not distill["teacher"]:
         return

@@ -17,11 +17,14 @@ from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from mobilenet_lab.training.distillation import DEFAULTS, Teacher, distillation_loss
-from mobilenet_lab.training.failures import TrainingDiverged
 
 VAL_ACC_BEST_KEY = "val_acc_best"
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[..., LRScheduler]
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite: nothing after that step can be trusted."""
 
 
 class ImageClassifier(L.LightningModule):

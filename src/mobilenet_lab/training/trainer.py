@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from mobilenet_lab.runs.errors import ConfigError
+from mobilenet_lab.runs.machine import usable_cpus
 from mobilenet_lab.training.loggers import ResumePoint, build_loggers
 
 
@@ -91,13 +92,6 @@ def check_no_sync_batchnorm(trainer: DictConfig) -> None:
             f"{trainer.get('accelerator')}: for DDP over CPU processes use trainer=ddp_cpu "
             f"(trainer.devices=N), or drop it with ~{key}"
         )
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity, where the OS has one: not macOS)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def device_count(trainer: DictConfig) -> int:

@@ -22,7 +22,7 @@ from unittest import mock
 import torch
 from lightning.pytorch.strategies.launchers import subprocess_script
 
-from mobilenet_lab.training.failures import TrainingDiverged
+from mobilenet_lab.training.module import TrainingDiverged
 
 
 class ChildWatcher(threading.Thread):

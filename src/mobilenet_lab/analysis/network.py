@@ -61,7 +61,7 @@ def checkpoint_config(run_dir: Path) -> dict[str, Any] | None:
 
 def _hydra_config(run_dir: Path) -> dict[str, Any]:
     """``model`` and ``data`` of Hydra's saved config, resolved as the run resolved them."""
-    import mobilenet_lab.runs.resolvers  # noqa: F401  (count_classes, abspath: the configs use them)
+    import mobilenet_lab.data.resolvers  # noqa: F401  (count_classes, abspath: the configs use them)
 
     path = run_dir / ".hydra" / "config.yaml"
     if not path.is_file():

@@ -27,13 +27,9 @@ from mobilenet_lab.deploy.formats import (
     read_metadata,
 )
 from mobilenet_lab.deploy.parity import FACTOR_RANGE
+from mobilenet_lab.jobs.restored_config import restore_run_config
 from mobilenet_lab.models.pretrained import as_trained
-from mobilenet_lab.runs.checkpoint import (
-    EVAL_EXAMPLE,
-    RESUME_EXAMPLE,
-    load_checkpoint,
-    restore_run_config,
-)
+from mobilenet_lab.runs.checkpoint import EVAL_EXAMPLE, RESUME_EXAMPLE, load_checkpoint
 from mobilenet_lab.runs.errors import ConfigError, is_number
 from mobilenet_lab.runs.metrics import is_training_run
 from mobilenet_lab.runs.resume import Resumed, resume_run

@@ -59,8 +59,8 @@ def show_run_config(script: str, config_name: str) -> bool:
 
 def _resumed(cfg: DictConfig) -> DictConfig:
     """train.py: the resumed run's recorded config with this command's free settings on top."""
+    from mobilenet_lab.jobs.startup_checks import resolve_resume
     from mobilenet_lab.runs.resume import resume_run
-    from mobilenet_lab.runs.startup_checks import resolve_resume
 
     with open_dict(cfg):
         cfg.ckpt_path = str(resolve_resume(cfg.ckpt_path, cfg.paths.log_dir, cfg.task_name))
@@ -69,7 +69,8 @@ def _resumed(cfg: DictConfig) -> DictConfig:
 
 def _restored(cfg: DictConfig) -> DictConfig:
     """eval.py, export.py: the run's model, data and module, the command's overrides on top."""
-    from mobilenet_lab.runs.checkpoint import load_checkpoint, restore_run_config
+    from mobilenet_lab.jobs.restored_config import restore_run_config
+    from mobilenet_lab.runs.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(cfg.ckpt_path)
     overrides, choices = cfg.hydra.overrides.task, dict(cfg.hydra.runtime.choices)
@@ -82,10 +83,10 @@ def _predicted(cfg: DictConfig) -> DictConfig:
     images go through (size, normalisation, class names: the checkpoint's or the file's)."""
     from mobilenet_lab.deploy.formats import format_of, read_metadata
     from mobilenet_lab.deploy.preprocessing import Preprocessing
+    from mobilenet_lab.jobs.startup_checks import PREDICT_EXAMPLE
     from mobilenet_lab.models.pretrained import as_trained
     from mobilenet_lab.runs.checkpoint import load_checkpoint
     from mobilenet_lab.runs.record import RunRecord
-    from mobilenet_lab.runs.startup_checks import PREDICT_EXAMPLE
 
     shown = cfg.copy()
     with open_dict(shown):

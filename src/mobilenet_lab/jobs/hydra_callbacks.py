@@ -91,7 +91,7 @@ class RunFolder(Callback):
 
     @staticmethod
     def _point_at_resumed_run(config: DictConfig) -> None:
-        from mobilenet_lab.runs.startup_checks import resolve_resume
+        from mobilenet_lab.jobs.startup_checks import resolve_resume
 
         checkpoint = resolve_resume(config.ckpt_path, config.paths.log_dir, config.task_name)
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
@@ -205,7 +205,7 @@ class SummariseSweep(Callback):
         from mobilenet_lab.analysis.report import summarise_sweep, write_report
         from mobilenet_lab.analysis.runs_table import read_runs
         from mobilenet_lab.analysis.tables import print_table
-        from mobilenet_lab.training.failures import failures_message
+        from mobilenet_lab.jobs.failures import failures_message
 
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = jobs = summarise_sweep(sweep_dir)

@@ -22,13 +22,10 @@ from omegaconf import DictConfig
 
 from mobilenet_lab.runs.errors import ConfigError
 from mobilenet_lab.runs.metrics import metrics_record, write_metrics
+from mobilenet_lab.training.module import TrainingDiverged
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite: nothing after that step can be trusted."""
 
 
 def run_job(task: Callable[[DictConfig], T], cfg: DictConfig, entry_point: str) -> T | None:
