@@ -38,22 +38,13 @@ def check_positive_int(name: str, value: object) -> None:
 
 
 @contextmanager
-def exit_on_config_error() -> Iterator[None]:
-    """A ``ConfigError`` raised inside (at start-up, or in a Lightning hook at run time) becomes
-    one line on stderr and exit status 2, instead of a traceback."""
-    try:
-        yield
-    except ConfigError as error:
-        _exit(2, str(error))
-
-
-@contextmanager
 def exits_as_documented() -> Iterator[None]:
     """Every entry point's exits (docs/training.md, "Exit statuses"), one line on stderr each:
     a ``ConfigError`` or Hydra's own config error (an unknown key or option, an override it
     cannot parse) exits 2; a ``Refused`` result exits 1; any other error exits 1 too, its
     traceback kept in the job's log file. Used around the Hydra task function (so Hydra never
-    sees the error) and around the call of the Hydra main (for what Hydra raises itself)."""
+    sees the error), around the call of the Hydra main (for what Hydra raises itself), and in
+    Hydra callbacks (whose errors Hydra would only warn about)."""
     from hydra.errors import CompactHydraException
 
     # Hydra prints its own errors over several lines and exits 1 (run_and_report), unless
