@@ -8,16 +8,17 @@ import hydra
 from omegaconf import DictConfig
 
 import mobilenet_lab.data.resolvers  # noqa: F401  (registers the resolvers the configs use)
-from mobilenet_lab.runs.errors import exit_on_config_error
+from mobilenet_lab.runs.errors import exits_as_documented
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="profile")
+@exits_as_documented()  # errors raised in the run: one line, exit 2 (config) or 1
 def main(cfg: DictConfig) -> None:
-    from mobilenet_lab.profile import profile
+    from mobilenet_lab.profile import profile  # imported here so --help and --cfg stay fast
 
-    with exit_on_config_error():
-        profile(cfg)
+    profile(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    with exits_as_documented():  # Hydra's own errors too: one line, exit 2
+        main()

@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from omegaconf import OmegaConf
 
 from mobilenet_lab.report import report
-from mobilenet_lab.runs.errors import exit_on_config_error
+from mobilenet_lab.runs.errors import exits_as_documented
 
 
 def main() -> None:
@@ -26,9 +26,9 @@ def main() -> None:
     parser.add_argument("folders", nargs="+", type=Path, help="run, sweep or study folders")
     parser.add_argument("--out", type=Path, help="where the report goes (default: first folder)")
     args = parser.parse_args()
-    with exit_on_config_error():
-        report(args.folders, OmegaConf.load(ROOT / "conf" / "speed" / "default.yaml"), args.out)
+    report(args.folders, OmegaConf.load(ROOT / "conf" / "speed" / "default.yaml"), args.out)
 
 
 if __name__ == "__main__":
-    main()
+    with exits_as_documented():  # one line: exit 2 (bad input) or 1
+        main()

@@ -5,9 +5,11 @@ from omegaconf import DictConfig
 
 import mobilenet_lab.data.resolvers  # noqa: F401  (registers the resolvers the configs use)
 from mobilenet_lab.jobs.shown_config import show_run_config
+from mobilenet_lab.runs.errors import exits_as_documented
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@exits_as_documented()  # run_job records a failed run first: metrics.json, then exit 2 or 1
 def main(cfg: DictConfig) -> float | None:
     """The metric a sweeper optimises; None when the run failed (a failed trial for Optuna)."""
     from mobilenet_lab.jobs.failures import (
@@ -20,5 +22,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    if not show_run_config(__file__, "train"):  # --cfg with ckpt_path: the checkpoint's config
-        main()
+    with exits_as_documented():  # Hydra's own errors too: one line, exit 2
+        if not show_run_config(__file__, "train"):  # --cfg with ckpt_path: the run's config
+            main()

@@ -20,6 +20,7 @@ from hydra.types import RunMode
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
+from mobilenet_lab.runs import errors
 from mobilenet_lab.runs.errors import ConfigError
 from mobilenet_lab.runs.metrics import metrics_record, write_metrics
 from mobilenet_lab.training.module import TrainingDiverged
@@ -53,10 +54,9 @@ def run_job(task: Callable[[DictConfig], T], cfg: DictConfig, entry_point: str) 
 
 def one_line(error: BaseException) -> str:
     """The error's first line, prefixed with its type unless it is one of ours."""
-    text = (str(error).strip().splitlines() or [""])[0]
-    if isinstance(error, TrainingDiverged | ConfigError):
-        return text
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    if isinstance(error, TrainingDiverged):
+        return (str(error).strip().splitlines() or [""])[0]
+    return errors.one_line(error)
 
 
 def failure_record(

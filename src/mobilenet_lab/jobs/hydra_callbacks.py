@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from mobilenet_lab.runs.errors import ConfigError, exit_on_config_error
+from mobilenet_lab.runs.errors import ConfigError, exits_as_documented
 
 # Launchers that run the jobs on this machine, whose hardware the jobs will then use.
 LOCAL_LAUNCHERS = frozenset({
@@ -46,7 +46,7 @@ class ValidateConfig(Callback):
         self.check: Callable[..., None] = get_method(check)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        with exit_on_config_error():
+        with exits_as_documented():
             self.check(config)
 
     def on_multirun_start(self, config: DictConfig, config_name: str, **kwargs: Any) -> None:
@@ -54,13 +54,13 @@ class ValidateConfig(Callback):
         hardware = not runs_elsewhere(config)
         for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None):
             for job_overrides in batch:
-                job = compose(config_name, overrides=job_overrides, return_hydra_config=True)
-                with exit_on_config_error():
+                with exits_as_documented():  # Hydra's errors too: a callback's are only warned
+                    job = compose(config_name, overrides=job_overrides, return_hydra_config=True)
                     self.check(job, hardware=hardware)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode == RunMode.MULTIRUN and runs_elsewhere(config):
-            with exit_on_config_error():
+            with exits_as_documented():
                 self.check(config)
 
 
@@ -78,7 +78,7 @@ class RunFolder(Callback):
         self.resume = resume
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        with exit_on_config_error():
+        with exits_as_documented():
             check_task_name(config.task_name)
             if self.resume and config.get("ckpt_path"):
                 self._point_at_resumed_run(config)
@@ -86,7 +86,7 @@ class RunFolder(Callback):
                 check_fresh_run_dir(Path(config.hydra.run.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        with exit_on_config_error():
+        with exits_as_documented():
             check_task_name(config.task_name)
 
     @staticmethod

@@ -23,7 +23,7 @@ def show_run_config(script: str, config_name: str) -> bool:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
-    from mobilenet_lab.runs.errors import exit_on_config_error
+    from mobilenet_lab.runs.errors import exits_as_documented
 
     args, _ = get_args_parser().parse_known_args()
     if args.cfg not in ("job", "all"):
@@ -35,7 +35,7 @@ def show_run_config(script: str, config_name: str) -> bool:
     if not any(override.key_or_group == "ckpt_path" for override in parsed):
         return False
     conf_dir = Path(script).resolve().parents[1] / "conf"
-    with initialize_config_dir(str(conf_dir), version_base="1.3"), exit_on_config_error():
+    with initialize_config_dir(str(conf_dir), version_base="1.3"), exits_as_documented():
         cfg = compose(config_name, overrides=args.overrides, return_hydra_config=True)
         if not cfg.get("ckpt_path"):  # ckpt_path=null: today's config is the one that runs
             return False

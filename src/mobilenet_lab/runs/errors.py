@@ -1,12 +1,17 @@
 """Argument checks shared by models and data modules, so bad config values fail with one line;
-safe loading of the files users name; and the exits that turn a ``ConfigError`` (start-up) or a
-``Refused`` result (run time) into that line."""
+safe loading of the files users name; and the exits every entry point ends with: a config error
+(ours or Hydra's) one line and status 2, a refused result or any other failure one line and
+status 1."""
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import pickle
 import sys
+import tempfile
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,25 +38,73 @@ def check_positive_int(name: str, value: object) -> None:
 
 
 @contextmanager
-def exit_on_config_error() -> Iterator[None]:
-    """A ``ConfigError`` raised inside (at start-up, or in a Lightning hook at run time) becomes
-    one line on stderr and exit status 2, instead of a traceback."""
+def exits_as_documented() -> Iterator[None]:
+    """Every entry point's exits (docs/training.md, "Exit statuses"), one line on stderr each:
+    a ``ConfigError`` or Hydra's own config error (an unknown key or option, an override it
+    cannot parse) exits 2; a ``Refused`` result exits 1; any other error exits 1 too, its
+    traceback kept in the job's log file. Used around the Hydra task function (so Hydra never
+    sees the error), around the call of the Hydra main (for what Hydra raises itself), and in
+    Hydra callbacks (whose errors Hydra would only warn about)."""
+    from hydra.errors import CompactHydraException
+
+    # Hydra prints its own errors over several lines and exits 1 (run_and_report), unless
+    # HYDRA_FULL_ERROR is set: then it raises them as they are, and they are worded here.
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         yield
     except ConfigError as error:
-        print(f"Error: {error}", file=sys.stderr)
-        sys.exit(2)
-
-
-@contextmanager
-def exit_on_refusal() -> Iterator[None]:
-    """A ``Refused`` result raised inside becomes one line on stderr and exit status 1, instead
-    of Hydra's traceback."""
-    try:
-        yield
+        _exit(2, str(error))
+    except CompactHydraException as error:
+        _exit(2, hydra_one_line(error))
     except Refused as error:
-        print(f"Error: {error}", file=sys.stderr)
-        sys.exit(1)
+        _exit(1, str(error))
+    except Exception as error:  # a bug, or a library's failure: one line, the traceback kept
+        _exit(1, f"{one_line(error)} (traceback in {_keep_traceback()})")
+    finally:
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous
+
+
+def _keep_traceback() -> str:
+    """Writes the error being handled to the job's log file (Hydra's, where there is a job),
+    else to a temporary file, and returns the file's path."""
+    files = [h.baseFilename for h in logging.getLogger().handlers
+             if isinstance(h, logging.FileHandler) and h.baseFilename != os.devnull]  # fmt: skip
+    if files:
+        logging.getLogger(__name__).exception("failed")
+        return files[0]
+    with tempfile.NamedTemporaryFile("w", prefix="error_", suffix=".log", delete=False) as file:
+        traceback.print_exc(file=file)
+    return file.name
+
+
+def _exit(status: int, line: str) -> None:
+    print(f"Error: {line}", file=sys.stderr, flush=True)
+    sys.exit(status)
+
+
+def one_line(error: BaseException) -> str:
+    """The error's first line, prefixed with its type unless it is one of ours."""
+    text = (str(error).strip().splitlines() or [""])[0]
+    if isinstance(error, ConfigError | Refused):
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def hydra_one_line(error: Exception) -> str:
+    """Hydra's message on one line: its lines joined, without the config search path; a
+    missing group option followed by the options there are."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    message = str(error).split("Config search path:")[0]
+    if isinstance(error, MissingConfigException) and error.options:  # a group's options
+        not_found = message.split("Available options")[0].strip()
+        message = f"{not_found}: use one of {', '.join(error.options)}"
+    text = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    return f"{error.override}: {text}" if isinstance(error, OverrideParseException) else text
 
 
 def load_tensors(path: Path, key: str, valid: str) -> Any:
