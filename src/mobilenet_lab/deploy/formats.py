@@ -56,7 +56,7 @@ class Format:
     metadata_reader: Callable[[str], Preprocessing]
     int8_from_file: Callable[[Path, Path, list[Tensor]], None] | None = None
     thread_setter: Callable[[int], None] | None = None
-    for_phones: bool = False
+    for_phones: bool = False  # a format apps ship: scripts/benchmark_export.py --parity judges it
 
     def check_installed(self) -> None:
         missing = [name for name in self.modules if importlib.util.find_spec(name) is None]
