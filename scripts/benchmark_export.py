@@ -50,7 +50,7 @@ from mobilenet_lab.analysis.runtime_speed import (
 )
 from mobilenet_lab.analysis.tables import print_table
 from mobilenet_lab.analysis.timing import training_images_per_second
-from mobilenet_lab.deploy.formats import open_file, write_file
+from mobilenet_lab.deploy.formats import FORMATS
 from mobilenet_lab.deploy.loading import TorchModel
 from mobilenet_lab.deploy.parity import logit_parity
 from mobilenet_lab.deploy.preprocessing import RESIZE_WHOLE, Preprocessing
@@ -129,11 +129,11 @@ def parity_rows(folder: Path) -> list[dict]:
             norm.running_mean.uniform_(-0.2, 0.2)
             norm.running_var.uniform_(0.5, 2.0)
         net.eval()
-        for file_format, suffix in (("executorch", ".pte"), ("tflite", ".tflite")):
-            path = folder / f"parity_{len(rows)}{suffix}"
-            report = write_file(file_format, net, prep, images[:1], path)
-            got = open_file(str(path)).logits(images)
-            rows.append({"network": name, "format": file_format,
+        for file_format in (fmt for fmt in FORMATS.values() if fmt.for_phones):
+            path = folder / f"parity_{len(rows)}{file_format.suffix}"
+            report = file_format.write(net, prep, images[:1], path)
+            got = file_format.open(str(path)).logits(images)
+            rows.append({"network": name, "format": file_format.name,
                          **logit_parity(net, got, images, factor),
                          "not_delegated": report.get("executorch/not_delegated", "-")})  # fmt: skip
     return rows

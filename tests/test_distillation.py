@@ -188,6 +188,22 @@ def test_bad_teachers_and_settings_are_one_line_and_no_run_folder(
     assert not (tmp_path / "l").exists()
 
 
+def test_an_unreadable_exported_teacher_is_named_by_the_teachers_key(tmp_path: Path) -> None:
+    """The file's reader tells of the file; the teacher names its own key, in the example too."""
+    from mobilenet_lab.runs.errors import ConfigError
+
+    for name, problem in (("garbage.onnx", "is not a readable ONNX file"),
+                          ("missing.pte", "does not exist")):  # fmt: skip
+        path = tmp_path / name
+        if name.startswith("garbage"):
+            path.write_bytes(b"not a model")
+        with pytest.raises(ConfigError) as error:
+            Teacher(str(path))
+        key = "module.distill.teacher"
+        assert str(error.value).startswith(f"{key}={str(path)!r} {problem}: e.g. {key}=logs/")
+        assert "ckpt_path" not in str(error.value)
+
+
 def test_the_report_shows_the_teacher_and_what_it_bought(tmp_path: Path) -> None:
     """report.md: a teacher column and, for a setting run plainly and distilled, the median and
     lowest of each; distillation.png draws them; tradeoff.png draws distilled runs hollow."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from mobilenet_lab.deploy.formats import SUFFIXES
+from mobilenet_lab.deploy.formats import FORMATS
 from mobilenet_lab.deploy.loading import TorchModel, eval_batches
 from mobilenet_lab.deploy.onnx import OnnxModel
 from mobilenet_lab.export import export
@@ -329,7 +330,7 @@ def test_image_folder_runs_predict_their_folder_names(image_tree: Path, tmp_path
         (["input={tmp}/empty"], "holds no image files"),
         (["input=null"], "input is not set"),
         (["ckpt_path={tmp}/not_kit.ckpt"], "not a checkpoint written by src/train.py"),
-        (["ckpt_path={tmp}/plain.onnx"], "without this kit's metadata"),
+        (["ckpt_path={tmp}/plain.onnx"], r"^ckpt_path='\S+' is an ONNX file without this kit's"),
         (["top_k=0"], "top_k=0 is not valid"),
         (["max_image_pixels=0"], "max_image_pixels=0 is not valid: use a whole number of pixels"),
         (["max_image_pixels=1.5"], "max_image_pixels=1.5 is not valid"),
@@ -407,14 +408,13 @@ def test_a_file_that_computes_another_network_is_refused_and_not_written(
 ) -> None:
     """Planted export bugs, written into the ONNX file in place of the network: one line,
     exit 1, the measured difference far over the bound, no file, the figures in metrics.json."""
-    from mobilenet_lab.deploy import onnx as onnx_format
-
-    real = onnx_format.write_onnx
+    onnx_format = FORMATS["onnx"]
 
     def write_another_network(net, prep, example, path) -> None:
-        real(planted(copy.deepcopy(net)), prep, example, path)
+        onnx_format.writer(planted(copy.deepcopy(net)), prep, example, path)
 
-    monkeypatch.setattr(onnx_format, "write_onnx", write_another_network)
+    planted_format = dataclasses.replace(onnx_format, writer=write_another_network)
+    monkeypatch.setitem(FORMATS, "onnx", planted_format)
     out = tmp_path / "model.onnx"
     logs = f"paths.log_dir={tmp_path / 'logs'}"
     done = run_main("src/export.py", f"ckpt_path={digits_run}", f"output_path={out}", logs,
@@ -437,29 +437,28 @@ def fails(*args, **kwargs) -> None:
 
 
 @pytest.mark.parametrize(
-    ("module", "function", "file_format", "message"),
+    ("failing", "file_format", "message"),
     [
-        ("onnx", "write_onnx", "onnx", "format=onnx: converting the network to an fp32 file "
+        ("writer", "onnx", "format=onnx: converting the network to an fp32 file "
          "failed (RuntimeError: the converter's own words); nothing was written (another "
          "format may take this network: format=executorch, tflite)"),
-        ("executorch", "write_pte", "executorch", "format=executorch: converting the network "
+        ("writer", "executorch", "format=executorch: converting the network "
          "to an fp32 file failed (RuntimeError: the converter's own words)"),
-        ("litert", "write_tflite", "tflite", "format=tflite: converting the network"),
-        ("onnx", "onnx_session", "onnx", "in ONNX Runtime failed (RuntimeError: the converter's "
+        ("writer", "tflite", "format=tflite: converting the network"),
+        ("opener", "onnx", "in ONNX Runtime failed (RuntimeError: the converter's "
          "own words); nothing was written"),
     ],
     ids=["onnx", "executorch", "tflite", "onnx-runtime"],
 )  # fmt: skip
 def test_a_converter_or_runtime_failure_is_one_line_and_no_file(
     run_main, digits_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    module: str, function: str, file_format: str, message: str,
+    failing: str, file_format: str, message: str,
 ) -> None:  # fmt: skip
     """A lowering that fails (an operator the format does not take) or a runtime that will not
     load the file: ``Refused``, one line, exit 1, nothing written."""
-    import importlib
-
-    monkeypatch.setattr(importlib.import_module(f"mobilenet_lab.deploy.{module}"), function, fails)
-    out = tmp_path / f"model{SUFFIXES[file_format]}"
+    failing_format = dataclasses.replace(FORMATS[file_format], **{failing: fails})
+    monkeypatch.setitem(FORMATS, file_format, failing_format)
+    out = tmp_path / f"model{FORMATS[file_format].suffix}"
     logs = f"paths.log_dir={tmp_path / 'logs'}"
     done = run_main("src/export.py", f"ckpt_path={digits_run}", f"output_path={out}",
                     f"format={file_format}", logs, *FAST_EXPORT)  # fmt: skip
@@ -491,7 +490,6 @@ def test_faithful_files_of_large_logits_pass_the_parity_check(
     """Issue 28: after 2 epochs these networks gave logits up to 67 and 182, where PyTorch's own
     fp32 differs from fp64 by over 1e-4, and a fixed 1e-4 refused their faithful ONNX files.
     Here random weights, their classifier scaled to logits of about 150."""
-    from mobilenet_lab.deploy.formats import open_file, write_file
     from mobilenet_lab.deploy.parity import logit_parity
     from mobilenet_lab.deploy.preprocessing import RESIZE_WHOLE, Preprocessing
     from mobilenet_lab.models.timm_models import create
@@ -507,8 +505,8 @@ def test_faithful_files_of_large_logits_pass_the_parity_check(
         net.get_classifier().weight.mul_(gain)
         net.get_classifier().bias.mul_(gain)
     prep = Preprocessing(RESIZE_WHOLE, 40, 1, (0.5,), (0.25,), None, alpha=alpha)
-    write_file("onnx", net, prep, images[:1], path := tmp_path / "model.onnx")
-    parity = logit_parity(net, open_file(str(path)).logits(images), images, factor=50)
+    FORMATS["onnx"].write(net, prep, images[:1], path := tmp_path / "model.onnx")
+    parity = logit_parity(net, FORMATS["onnx"].open(str(path)).logits(images), images, factor=50)
     assert parity["logit_scale"] == pytest.approx(150, rel=1e-3)
     assert parity["passed"] and parity["top1_agreement"] == 1.0
     # PyTorch's own rounding of logits this size is about 1e-4 (faithful files here: 1.3e-4 and

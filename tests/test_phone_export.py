@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from mobilenet_lab.data.digits import DigitsDataModule
-from mobilenet_lab.deploy.formats import check_format, open_file, read_metadata
+from mobilenet_lab.deploy.formats import FORMATS, check_format
 from mobilenet_lab.deploy.loading import TorchModel, eval_batches
 from mobilenet_lab.export import export
 from mobilenet_lab.predict import predict
@@ -62,6 +62,7 @@ def test_each_format_exports_checks_itself_and_predicts_as_the_checkpoint(
     assert report["int8/refused"] is None
     assert report[f"{file_format}_int8/latency_ms_batch_1"] > 0
     checkpoint = TorchModel(str(digits_run), "averaged", "cpu")
+    read_metadata = FORMATS[file_format].read_metadata
     assert read_metadata(str(fp32)) == read_metadata(str(int8)) == checkpoint.preprocessing
     if file_format == "executorch":  # all of V1 in XNNPACK: its 13 depthwise convs included
         assert report["executorch/not_delegated"] == {}
@@ -87,15 +88,14 @@ def test_a_channels_last_network_exports_the_same_logits(digits_run: Path, tmp_p
     """ExecuTorch reads a channels-last input as contiguous (its tracker): the writer exports
     and feeds the contiguous layout, whatever the network was left in."""
     file_format = "executorch"
-    from mobilenet_lab.deploy.formats import write_file
-
     model = TorchModel(str(digits_run), "averaged", "cpu")
     images = torch.randn(4, 1, 32, 32)
     expected = model.logits(images)
     net = model.net.to(memory_format=torch.channels_last)
     path = tmp_path / f"model{SUFFIX[file_format]}"
-    write_file(file_format, net, model.preprocessing, images[:1], path)
-    got = open_file(str(path)).logits(images.contiguous(memory_format=torch.channels_last))
+    FORMATS[file_format].write(net, model.preprocessing, images[:1], path)
+    runtime = FORMATS[file_format].open(str(path))
+    got = runtime.logits(images.contiguous(memory_format=torch.channels_last))
     assert (got - expected).abs().max() < 1e-4
 
 

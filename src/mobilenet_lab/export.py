@@ -21,13 +21,7 @@ from torch import Tensor, nn
 
 from mobilenet_lab.analysis.tables import print_table
 from mobilenet_lab.analysis.timing import median_seconds
-from mobilenet_lab.deploy.formats import (
-    RUNTIMES,
-    open_file,
-    output_paths,
-    refused_on_failure,
-    write_file,
-)
+from mobilenet_lab.deploy.formats import FORMATS, output_paths, refused_on_failure
 from mobilenet_lab.deploy.loading import eval_batches, load_network
 from mobilenet_lab.deploy.parity import logit_parity
 from mobilenet_lab.deploy.preprocessing import Preprocessing
@@ -52,12 +46,13 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     # "model.tmp.pte": the runtimes read a file by its suffix
     temporary = [path.with_suffix(".tmp" + path.suffix) for path in paths]
     paths[0].parent.mkdir(parents=True, exist_ok=True)
+    file_format = FORMATS[cfg.format]
     try:
         report = {"model": choices.get("model"), "alpha": prep.alpha,
                   "image_size": prep.image_size, "format": cfg.format}  # fmt: skip
-        report.update(write_file(cfg.format, net, prep, images[:1], temporary[0]))
-        fp32 = open_file(str(temporary[0]))
-        with refused_on_failure(f"running the {cfg.format} file in {RUNTIMES[cfg.format]}"):
+        report.update(file_format.write(net, prep, images[:1], temporary[0]))
+        fp32 = file_format.open(str(temporary[0]))
+        with refused_on_failure(f"running the {cfg.format} file in {file_format.runtime}"):
             got = fp32.logits(images)
         parity = logit_parity(net, got, images, cfg.parity_factor)
         report.update({f"fp32/{key}": value for key, value in parity.items() if key != "passed"})
@@ -164,14 +159,9 @@ def quantize(
         torch.manual_seed(0)
         calibration = eval_batches(datamodule, "calibration", cfg.calibration_images)
         batches = [images for images, _ in calibration]
-    if cfg.format == "onnx":
-        from mobilenet_lab.deploy.onnx import INPUT_NAME
-        from mobilenet_lab.deploy.quantization import quantize_int8
-
-        quantize_int8(temporary[0], temporary[1], INPUT_NAME, iter(batches))
-    else:
-        write_file(cfg.format, net, prep, batches[0][:1], temporary[1], batches)
-    models = {"fp32": fp32, "int8": open_file(str(temporary[1]))}
+    file_format = FORMATS[cfg.format]
+    file_format.write_int8(net, prep, batches[0][:1], temporary[0], temporary[1], batches)
+    models = {"fp32": fp32, "int8": file_format.open(str(temporary[1]))}
     report: dict[str, Any] = {"int8/quantize_s": round(time.time() - started, 2)}
     correct = dict.fromkeys(models, 0)
     total = 0

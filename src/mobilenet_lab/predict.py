@@ -17,7 +17,7 @@ from mobilenet_lab.analysis.timing import default_device
 from mobilenet_lab.data.images import UnreadableImage
 from mobilenet_lab.deploy.inputs import INPUT_EXAMPLE, list_inputs
 from mobilenet_lab.deploy.loading import open_model
-from mobilenet_lab.runs.errors import ConfigError
+from mobilenet_lab.runs.errors import ConfigError, named_by
 
 
 def predict(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -25,7 +25,8 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     files not read are listed with their reason, on the console and in ``skipped.csv``. An
     input of which no file is read is a bad ``input`` (``ConfigError``: exit status 2)."""
     device = default_device() if cfg.device == "auto" else cfg.device
-    model = open_model(cfg.ckpt_path, cfg.weights, device)
+    with named_by("ckpt_path"):  # an exported file's reader tells of the file, not the key
+        model = open_model(cfg.ckpt_path, cfg.weights, device)
     prep = model.preprocessing
     if prep.class_names is None:
         print("Note: this checkpoint predates stored class names: labels are class indices")

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from mobilenet_lab.analysis.timing import median_seconds
-from mobilenet_lab.deploy.formats import open_file, write_file
+from mobilenet_lab.deploy.formats import FORMATS, by_suffix
 from mobilenet_lab.deploy.preprocessing import Preprocessing
 
 CPU = torch.device("cpu")
@@ -47,8 +47,7 @@ def matmul_macs_per_second(threads: int, int8: bool = False, size: int = 2048) -
     return size**3 / seconds
 
 
-RUNTIMES = ("torch", "onnx_fp32", "onnx_int8", "executorch_fp32", "executorch_int8",
-            "tflite_fp32", "tflite_int8")  # fmt: skip
+RUNTIMES = ("torch", *(f"{name}_{kind}" for name in FORMATS for kind in ("fp32", "int8")))
 
 
 def export_all(
@@ -60,21 +59,16 @@ def export_all(
     runtimes: tuple[str, ...] = RUNTIMES,
 ) -> dict[str, Path]:
     """The files of ``net`` the ``runtimes`` run (``onnx_int8``: ONNX Runtime's quantizer on
-    the fp32 file, the others PT2E), written to ``folder``."""
-    from mobilenet_lab.deploy.onnx import INPUT_NAME
-    from mobilenet_lab.deploy.quantization import quantize_int8
-
+    the fp32 file, the others PT2E: ``Format.write_int8``), written to ``folder``."""
     files: dict[str, Path] = {}
-    for name, suffix in (("onnx", ".onnx"), ("executorch", ".pte"), ("tflite", ".tflite")):
-        fp32, int8 = folder / f"{name}{suffix}", folder / f"{name}.int8{suffix}"
-        if f"{name}_fp32" in runtimes or (name == "onnx" and "onnx_int8" in runtimes):
-            write_file(name, net, prep, example, fp32)
+    for name, fmt in FORMATS.items():
+        fp32, int8 = folder / f"{name}{fmt.suffix}", folder / f"{name}.int8{fmt.suffix}"
+        wants_int8 = f"{name}_int8" in runtimes
+        if f"{name}_fp32" in runtimes or (wants_int8 and fmt.int8_from_file is not None):
+            fmt.write(net, prep, example, fp32)
             files[f"{name}_fp32"] = fp32
-        if f"{name}_int8" in runtimes:
-            if name == "onnx":
-                quantize_int8(fp32, int8, INPUT_NAME, iter(calibration))
-            else:
-                write_file(name, net, prep, example, int8, calibration)
+        if wants_int8:
+            fmt.write_int8(net, prep, example, fp32, int8, calibration)
             files[f"{name}_int8"] = int8
     return {name: path for name, path in files.items() if name in runtimes}
 
@@ -84,13 +78,11 @@ def latencies(
 ) -> dict[str, float]:
     """Milliseconds per image at batch 1 of eager PyTorch and each file, at ``threads``."""
     torch.set_num_threads(threads)
-    if any(name.startswith("executorch") for name in files):
-        from mobilenet_lab.deploy.executorch import set_threads
-
-        set_threads(threads)
     runners: dict[str, Any] = {"torch": net.eval()}
+    for fmt in {by_suffix(str(path)) for path in files.values()}:
+        fmt.set_threads(threads)  # ExecuTorch's XNNPACK pool: its own, not torch's
     for name, path in files.items():
-        runners[name] = open_file(str(path), threads).logits
+        runners[name] = by_suffix(str(path)).open(str(path), threads).logits
     with torch.inference_mode():
         return {
             name: 1000 * median_seconds(lambda: run(image), repeats, 3, CPU)  # noqa: B023

@@ -18,13 +18,17 @@ import torch
 from torch import Tensor, nn
 
 from mobilenet_lab.deploy.preprocessing import Preprocessing
-from mobilenet_lab.runs.errors import ConfigError
-
-# torchao, imported with ExecuTorch, warns through torch's logger of a deprecation inside torch.
-logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+from mobilenet_lab.runs.errors import UnreadableFile
 
 METADATA_METHOD = "mobilenet_lab_metadata"  # returns the preprocessing as UTF-8 JSON bytes
-PTE_EXAMPLE = "e.g. ckpt_path=logs/train/runs/<time>/model.pte (written by src/export.py)"
+EXAMPLE = "logs/train/runs/<time>/model.pte (written by src/export.py)"
+
+
+def _quiet_torchao() -> None:
+    """torchao, imported with ExecuTorch, warns through torch's logger of a deprecation inside
+    torch: silenced before ExecuTorch is imported (here, not when this module is: the format
+    table imports it in every process)."""
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 
 def write_pte(
@@ -32,6 +36,7 @@ def write_pte(
 ) -> dict[str, Any]:
     """Writes the file (int8 when ``calibration`` batches are given); returns what XNNPACK
     took: operators before lowering, delegate calls after, and the operators left outside."""
+    _quiet_torchao()
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
@@ -88,16 +93,18 @@ def _is_depthwise(conv: Any) -> bool:
 
 
 def read_pte_metadata(path: str) -> Preprocessing:
-    """The preprocessing ``src/export.py`` stored in the file; refuses other files."""
+    """The preprocessing ``src/export.py`` stored in the file; other files are
+    ``UnreadableFile``."""
     return _metadata(path, load_program(path))
 
 
 def load_program(path: str) -> Any:
-    """The file as ExecuTorch's runtime loads it; a ConfigError for what is not a program."""
+    """The file as ExecuTorch's runtime loads it; ``UnreadableFile`` for what is not a program."""
+    _quiet_torchao()
     from executorch.runtime import Runtime
 
     if not Path(path).is_file():
-        raise ConfigError(f"ckpt_path={path!r} does not exist: {PTE_EXAMPLE}")
+        raise UnreadableFile(path, "does not exist", EXAMPLE)
     with open(path, "rb") as file:
         header = file.read(8)
     try:
@@ -105,16 +112,17 @@ def load_program(path: str) -> Any:
             raise ValueError(f"identifier {header[4:8]!r}")
         program = Runtime.get().load_program(path)
     except Exception as error:  # the runtime's own RuntimeError / ValueError
-        message = f"ckpt_path={path!r} is not a readable ExecuTorch file: {PTE_EXAMPLE}"
-        raise ConfigError(message) from error
+        raise UnreadableFile(path, "is not a readable ExecuTorch file", EXAMPLE) from error
     return program
 
 
 def _metadata(path: str, program: Any) -> Preprocessing:
     if METADATA_METHOD not in program.method_names:
-        raise ConfigError(
-            f"ckpt_path={path!r} is an ExecuTorch file without this kit's metadata (class "
-            f"names, image size, mean and std): export it with src/export.py, {PTE_EXAMPLE}"
+        raise UnreadableFile(
+            path,
+            "is an ExecuTorch file without this kit's metadata (class names, image size, mean "
+            "and std): export it with src/export.py",
+            EXAMPLE,
         )
     (data,) = program.load_method(METADATA_METHOD).execute([])
     return Preprocessing.from_metadata(json.loads(bytes(data.tolist())))
@@ -136,6 +144,7 @@ class PteModel:
 
 def set_threads(threads: int) -> None:
     """ExecuTorch's XNNPACK thread pool size (one pool for the process)."""
+    _quiet_torchao()
     from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
 
     _unsafe_reset_threadpool(threads)

@@ -1,33 +1,25 @@
-"""The file formats ``src/export.py`` writes and ``src/predict.py`` reads: ONNX (a server
-runtime), ExecuTorch ``.pte`` and LiteRT ``.tflite`` (the two that ship models inside Android
-and iOS apps). Each one's writer, reader and runtime, imported only when used, and the extra
-that installs it."""
+"""The file formats ``src/export.py`` writes and ``src/predict.py`` reads, one ``Format`` each
+in ``FORMATS``: ONNX (a server runtime), ExecuTorch ``.pte`` and LiteRT ``.tflite`` (the two
+that ship models inside Android and iOS apps). Each holds its suffix, the extra that installs
+it, its writers, its reader and its runtime; its own module (``deploy/onnx.py``, ...) does the
+work, importing the format's packages only when used. Adding a format is one entry here and its
+module: export, predict, distillation's exported teacher, the start-up checks and the runtime
+speed table all go through this table."""
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
 
+from mobilenet_lab.deploy import executorch, litert, onnx
 from mobilenet_lab.deploy.preprocessing import Preprocessing
 from mobilenet_lab.runs.errors import ConfigError, Refused
-
-SUFFIXES = {"onnx": ".onnx", "executorch": ".pte", "tflite": ".tflite"}
-RUNTIMES = {"onnx": "ONNX Runtime", "executorch": "ExecuTorch", "tflite": "LiteRT"}
-# format: (the pip extra, the modules it installs)
-EXTRAS = {
-    "onnx": ("export", ("onnx", "onnxruntime")),
-    "executorch": ("executorch", ("executorch",)),
-    "tflite": ("litert", ("litert_torch", "ai_edge_litert")),
-}
-NOT_ON_THIS_SYSTEM = {
-    "coreml": "Core ML's tools compile and run its files on macOS only; for iPhones export "
-    "format=executorch or format=tflite, which both run on iOS",
-}
 
 
 @contextmanager
@@ -45,29 +37,131 @@ def refused_on_failure(what: str, outcome: str = "nothing was written") -> Itera
         raise Refused(f"{what} failed ({reason}); {outcome}") from error
 
 
-def check_format(name: object) -> None:
+@dataclass(frozen=True)
+class Format:
+    """One export format. ``writer`` writes the fp32 file, or with calibration batches the
+    int8 one (PT2E from the network), unless ``int8_from_file`` makes the int8 file from the
+    fp32 one (ONNX Runtime's quantizer); ``opener`` gives the file's runtime behind
+    ``logits(images)`` and ``.preprocessing``; ``metadata_reader`` the preprocessing stored in
+    a file (``UnreadableFile`` for any other); ``thread_setter`` sizes a runtime's own thread
+    pool, where it has one outside the ``threads`` its opener takes."""
+
+    name: str  # format=<name>
+    suffix: str
+    runtime: str  # its runtime's name in messages
+    extra: str  # pip install -e '.[<extra>]'
+    modules: tuple[str, ...]  # what that extra installs
+    writer: Callable[..., dict[str, Any] | None]
+    opener: Callable[[str, int | None], Any]
+    metadata_reader: Callable[[str], Preprocessing]
+    int8_from_file: Callable[[Path, Path, list[Tensor]], None] | None = None
+    thread_setter: Callable[[int], None] | None = None
+    for_phones: bool = False  # a format apps ship: scripts/benchmark_export.py --parity judges it
+
+    def check_installed(self) -> None:
+        missing = [name for name in self.modules if importlib.util.find_spec(name) is None]
+        if missing:
+            raise ConfigError(
+                f"format={self.name} needs {', '.join(missing)}, not installed: "
+                f"pip install -e '.[{self.extra}]'"
+            )
+
+    def write(
+        self,
+        net: nn.Module,
+        prep: Preprocessing,
+        example: Tensor,
+        path: Path,
+        calibration: list[Tensor] | None = None,
+    ) -> dict[str, Any]:
+        """Writes ``net`` (int8 with ``calibration`` batches, for the formats whose int8 is
+        PT2E); returns what the lowering reported. A network the converter does not take is
+        ``Refused``."""
+        precision = "fp32" if calibration is None else "int8"
+        what = f"format={self.name}: converting the network to an {precision} file"
+        others = ", ".join(other for other in FORMATS if other != self.name)
+        outcome = f"nothing was written (another format may take this network: format={others})"
+        with refused_on_failure(what, outcome):
+            if calibration is None:
+                return self.writer(net, prep, example, path) or {}
+            return self.writer(net, prep, example, path, calibration) or {}
+
+    def write_int8(
+        self,
+        net: nn.Module,
+        prep: Preprocessing,
+        example: Tensor,
+        fp32_path: Path,
+        int8_path: Path,
+        calibration: list[Tensor],
+    ) -> dict[str, Any]:
+        """The int8 file, calibrated on ``calibration`` batches: from the fp32 file at
+        ``fp32_path`` (already written) where ``int8_from_file`` is set, else from ``net``."""
+        if self.int8_from_file is not None:
+            self.int8_from_file(fp32_path, int8_path, calibration)
+            return {}
+        return self.write(net, prep, example, int8_path, calibration)
+
+    def open(self, path: str, threads: int | None = None) -> Any:
+        """The file's runtime behind ``logits(images)`` and ``preprocessing``; a file its
+        runtime will not load is ``Refused``, one that is not this kit's ``UnreadableFile``."""
+        self.check_installed()
+        with refused_on_failure(f"loading {path} in {self.runtime}"):
+            return self.opener(path, threads)
+
+    def read_metadata(self, path: str) -> Preprocessing:
+        """The preprocessing stored in the file; ``UnreadableFile`` for a file of another tool."""
+        self.check_installed()
+        return self.metadata_reader(path)
+
+    def set_threads(self, threads: int) -> None:
+        """The runtime's own thread pool, where it has one, at ``threads``."""
+        if self.thread_setter is not None:
+            self.thread_setter(threads)
+
+
+FORMATS: dict[str, Format] = {
+    fmt.name: fmt
+    for fmt in (
+        Format(
+            "onnx", ".onnx", "ONNX Runtime", "export", ("onnx", "onnxruntime"),
+            writer=onnx.write_onnx, opener=onnx.OnnxModel,
+            metadata_reader=onnx.read_onnx_metadata, int8_from_file=onnx.quantize_onnx,
+        ),
+        Format(
+            "executorch", ".pte", "ExecuTorch", "executorch", ("executorch",),
+            writer=executorch.write_pte, opener=lambda path, threads: executorch.PteModel(path),
+            metadata_reader=executorch.read_pte_metadata,
+            thread_setter=executorch.set_threads, for_phones=True,
+        ),
+        Format(
+            "tflite", ".tflite", "LiteRT", "litert", ("litert_torch", "ai_edge_litert"),
+            writer=litert.write_tflite, opener=litert.TfliteModel,
+            metadata_reader=litert.read_tflite_metadata, for_phones=True,
+        ),
+    )
+}  # fmt: skip
+NOT_ON_THIS_SYSTEM = {
+    "coreml": "Core ML's tools compile and run its files on macOS only; for iPhones export "
+    "format=executorch or format=tflite, which both run on iOS",
+}
+
+
+def check_format(name: object) -> Format:
     """A format this kit writes, with its packages installed."""
-    valid = ", ".join(SUFFIXES)
     if name in NOT_ON_THIS_SYSTEM:
         raise ConfigError(f"format={name!r} is not available here: {NOT_ON_THIS_SYSTEM[name]}")
-    if name not in SUFFIXES:
-        raise ConfigError(f"format={name!r} is not valid: use one of {valid}")
-    check_installed(str(name))
+    if name not in FORMATS:
+        raise ConfigError(f"format={name!r} is not valid: use one of {', '.join(FORMATS)}")
+    fmt = FORMATS[str(name)]
+    fmt.check_installed()
+    return fmt
 
 
-def check_installed(name: str) -> None:
-    extra, modules = EXTRAS[name]
-    missing = [module for module in modules if importlib.util.find_spec(module) is None]
-    if missing:
-        raise ConfigError(
-            f"format={name} needs {', '.join(missing)}, not installed: pip install -e '.[{extra}]'"
-        )
-
-
-def format_of(path: str) -> str | None:
+def format_of(path: str) -> Format | None:
     """The format a file's suffix names (None: not an exported file, e.g. a checkpoint)."""
     suffix = Path(path).suffix.lower()
-    return next((name for name, known in SUFFIXES.items() if known == suffix), None)
+    return next((fmt for fmt in FORMATS.values() if fmt.suffix == suffix), None)
 
 
 def output_paths(
@@ -76,73 +170,16 @@ def output_paths(
     """fp32 file first, then the int8 one: ``<run>/model.<suffix>`` and
     ``<run>/model.int8.<suffix>`` beside the run's ``checkpoints/`` folder unless
     ``output_path`` names the fp32 file."""
-    suffix = SUFFIXES[file_format]
+    suffix = FORMATS[file_format].suffix
     run_dir = Path(ckpt_path).resolve().parent.parent
     fp32 = Path(output_path) if output_path else run_dir / f"model{suffix}"
     return [fp32, fp32.with_suffix(".int8" + suffix)] if quantize else [fp32]
 
 
-def write_file(
-    name: str,
-    net: nn.Module,
-    prep: Preprocessing,
-    example: Tensor,
-    path: Path,
-    calibration: Any = None,
-) -> dict[str, Any]:
-    """Writes ``net`` as ``name`` (int8 with ``calibration`` batches, for the phone formats;
-    ONNX's int8 is made from its fp32 file instead); returns what the lowering reported. A
-    network the converter does not take is ``Refused``."""
-    precision = "fp32" if calibration is None else "int8"
-    what = f"format={name}: converting the network to an {precision} file"
-    others = ", ".join(other for other in SUFFIXES if other != name)
-    outcome = f"nothing was written (another format may take this network: format={others})"
-    with refused_on_failure(what, outcome):
-        if name == "onnx":
-            from mobilenet_lab.deploy.onnx import write_onnx
-
-            write_onnx(net, prep, example, path)
-            return {}
-        if name == "executorch":
-            from mobilenet_lab.deploy.executorch import write_pte
-
-            return write_pte(net, prep, example, path, calibration)
-        from mobilenet_lab.deploy.litert import write_tflite
-
-        return write_tflite(net, prep, example, path, calibration)
-
-
-def open_file(path: str, threads: int | None = None) -> Any:
-    """The exported file's runtime behind ``logits(images)`` and ``preprocessing``; a file its
-    runtime will not load is ``Refused``."""
-    name = format_of(path)
-    check_installed(name)
-    with refused_on_failure(f"loading {path} in {RUNTIMES[name]}"):
-        if name == "onnx":
-            from mobilenet_lab.deploy.onnx import OnnxModel
-
-            return OnnxModel(path, threads)
-        if name == "executorch":
-            from mobilenet_lab.deploy.executorch import PteModel
-
-            return PteModel(path)
-        from mobilenet_lab.deploy.litert import TfliteModel
-
-        return TfliteModel(path, threads)
-
-
-def read_metadata(path: str) -> Preprocessing:
-    """The preprocessing stored in an exported file; a ConfigError for a file of another tool."""
-    name = format_of(path)
-    check_installed(name)
-    if name == "onnx":
-        from mobilenet_lab.deploy.onnx import read_onnx_metadata
-
-        return read_onnx_metadata(path)
-    if name == "executorch":
-        from mobilenet_lab.deploy.executorch import read_pte_metadata
-
-        return read_pte_metadata(path)
-    from mobilenet_lab.deploy.litert import read_tflite_metadata
-
-    return read_tflite_metadata(path)
+def by_suffix(path: str) -> Format:
+    """The format of an exported file, by its suffix."""
+    fmt = format_of(path)
+    if fmt is None:
+        known = ", ".join(fmt.suffix for fmt in FORMATS.values())
+        raise ConfigError(f"{path!r} is not an exported file: its suffix is none of {known}")
+    return fmt

@@ -14,9 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from mobilenet_lab.deploy.preprocessing import METADATA_KEY, Preprocessing
-from mobilenet_lab.runs.errors import ConfigError
+from mobilenet_lab.runs.errors import UnreadableFile
 
-TFLITE_EXAMPLE = "e.g. ckpt_path=logs/train/runs/<time>/model.tflite (written by src/export.py)"
+EXAMPLE = "logs/train/runs/<time>/model.tflite (written by src/export.py)"
 
 
 def write_tflite(
@@ -65,23 +65,26 @@ def with_metadata(content: bytes, prep: Preprocessing) -> bytes:
 
 
 def read_tflite_metadata(path: str) -> Preprocessing:
-    """The preprocessing ``src/export.py`` stored in the file; refuses other files."""
+    """The preprocessing ``src/export.py`` stored in the file; other files are
+    ``UnreadableFile``."""
     from ai_edge_litert import schema_py_generated as schema
 
     if not Path(path).is_file():
-        raise ConfigError(f"ckpt_path={path!r} does not exist: {TFLITE_EXAMPLE}")
+        raise UnreadableFile(path, "does not exist", EXAMPLE)
     content = Path(path).read_bytes()
     if content[4:8] != b"TFL3":
-        raise ConfigError(f"ckpt_path={path!r} is not a LiteRT (.tflite) file: {TFLITE_EXAMPLE}")
+        raise UnreadableFile(path, "is not a LiteRT (.tflite) file", EXAMPLE)
     model = schema.Model.GetRootAs(content, 0)
     for i in range(model.MetadataLength()):
         entry = model.Metadata(i)
         if entry.Name() == METADATA_KEY.encode():
             data = model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
             return Preprocessing.from_metadata(json.loads(data))
-    raise ConfigError(
-        f"ckpt_path={path!r} is a LiteRT file without this kit's metadata (class names, image "
-        f"size, mean and std): export it with src/export.py, {TFLITE_EXAMPLE}"
+    raise UnreadableFile(
+        path,
+        "is a LiteRT file without this kit's metadata (class names, image size, mean and std): "
+        "export it with src/export.py",
+        EXAMPLE,
     )
 
 

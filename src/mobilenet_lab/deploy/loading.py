@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from mobilenet_lab.deploy.formats import format_of, open_file
+from mobilenet_lab.deploy.formats import format_of
 from mobilenet_lab.deploy.preprocessing import Preprocessing
 from mobilenet_lab.models.pretrained import as_trained
 from mobilenet_lab.runs.checkpoint import checkpoint_weights, load_checkpoint
@@ -45,10 +45,10 @@ class TorchModel:
 
 
 def open_model(ckpt_path: str, weights: str = "averaged", device: str = "cpu") -> Any:
-    """An exported file (``.onnx``, ``.pte``, ``.tflite``) in its runtime; anything else is
-    read as a checkpoint."""
-    if format_of(ckpt_path) is not None:
-        return open_file(ckpt_path)
+    """An exported file (a suffix of ``deploy.formats.FORMATS``) in its runtime; anything else
+    is read as a checkpoint."""
+    if (file_format := format_of(ckpt_path)) is not None:
+        return file_format.open(ckpt_path)
     return TorchModel(ckpt_path, weights, device)
 
 

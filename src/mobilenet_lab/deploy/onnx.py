@@ -13,12 +13,10 @@ import torch
 from torch import Tensor, nn
 
 from mobilenet_lab.deploy.preprocessing import METADATA_KEY, Preprocessing
-from mobilenet_lab.runs.errors import ConfigError, Refused
+from mobilenet_lab.runs.errors import Refused, UnreadableFile
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
-
-
-ONNX_EXAMPLE = "e.g. ckpt_path=logs/train/runs/<time>/model.onnx (written by src/export.py)"
+EXAMPLE = "logs/train/runs/<time>/model.onnx (written by src/export.py)"
 
 
 def write_onnx(net: nn.Module, prep: Preprocessing, example: Tensor, path: Path) -> None:
@@ -61,23 +59,33 @@ class OnnxModel:
 
 
 def read_onnx_metadata(path: str) -> Preprocessing:
-    """The preprocessing ``src/export.py`` stored in the file's metadata; refuses other files."""
+    """The preprocessing ``src/export.py`` stored in the file's metadata; other files are
+    ``UnreadableFile``."""
     import onnx
 
     if not Path(path).is_file():
-        raise ConfigError(f"ckpt_path={path!r} does not exist: {ONNX_EXAMPLE}")
+        raise UnreadableFile(path, "does not exist", EXAMPLE)
     try:
         model = onnx.load(path, load_external_data=False)
     except Exception as error:  # protobuf's DecodeError and friends
-        message = f"ckpt_path={path!r} is not a readable ONNX file: {ONNX_EXAMPLE}"
-        raise ConfigError(message) from error
+        raise UnreadableFile(path, "is not a readable ONNX file", EXAMPLE) from error
     metadata = {prop.key: prop.value for prop in model.metadata_props}
     if METADATA_KEY not in metadata:
-        raise ConfigError(
-            f"ckpt_path={path!r} is an ONNX file without this kit's metadata (class names, "
-            f"image size, mean and std): export it with src/export.py, {ONNX_EXAMPLE}"
+        raise UnreadableFile(
+            path,
+            "is an ONNX file without this kit's metadata (class names, image size, mean and "
+            "std): export it with src/export.py",
+            EXAMPLE,
         )
     return Preprocessing.from_metadata(metadata)
+
+
+def quantize_onnx(fp32_path: Path, int8_path: Path, calibration: list[Tensor]) -> None:
+    """The int8 file made from the fp32 file by ONNX Runtime's static quantizer
+    (``deploy.quantization``, imported here: it imports ONNX Runtime)."""
+    from mobilenet_lab.deploy.quantization import quantize_int8
+
+    quantize_int8(fp32_path, int8_path, INPUT_NAME, iter(calibration))
 
 
 def onnx_session(path: str, threads: int | None = None) -> Any:

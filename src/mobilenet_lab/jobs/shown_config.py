@@ -81,17 +81,19 @@ def _predicted(cfg: DictConfig) -> DictConfig:
     """predict.py has no model or data of its own: its keys, then the network a checkpoint
     rebuilds (``model``; an exported file holds its network) and the ``preprocessing`` its
     images go through (size, normalisation, class names: the checkpoint's or the file's)."""
-    from mobilenet_lab.deploy.formats import format_of, read_metadata
+    from mobilenet_lab.deploy.formats import format_of
     from mobilenet_lab.deploy.preprocessing import Preprocessing
     from mobilenet_lab.jobs.startup_checks import PREDICT_EXAMPLE
     from mobilenet_lab.models.pretrained import as_trained
     from mobilenet_lab.runs.checkpoint import load_checkpoint
+    from mobilenet_lab.runs.errors import named_by
     from mobilenet_lab.runs.record import RunRecord
 
     shown = cfg.copy()
     with open_dict(shown):
-        if format_of(cfg.ckpt_path) is not None:
-            prep = read_metadata(cfg.ckpt_path)
+        if (file_format := format_of(cfg.ckpt_path)) is not None:
+            with named_by("ckpt_path"):
+                prep = file_format.read_metadata(cfg.ckpt_path)
         else:
             checkpoint = load_checkpoint(cfg.ckpt_path, example=PREDICT_EXAMPLE)
             shown.model = as_trained(RunRecord.of(checkpoint).config["model"])

@@ -19,18 +19,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from mobilenet_lab.deploy.formats import (
-    SUFFIXES,
-    check_format,
-    format_of,
-    output_paths,
-    read_metadata,
-)
+from mobilenet_lab.deploy.formats import FORMATS, check_format, format_of, output_paths
 from mobilenet_lab.deploy.parity import FACTOR_RANGE
 from mobilenet_lab.jobs.restored_config import restore_run_config
 from mobilenet_lab.models.pretrained import as_trained
 from mobilenet_lab.runs.checkpoint import EVAL_EXAMPLE, RESUME_EXAMPLE, load_checkpoint
-from mobilenet_lab.runs.errors import ConfigError, is_number
+from mobilenet_lab.runs.errors import ConfigError, is_number, named_by
 from mobilenet_lab.runs.metrics import is_training_run
 from mobilenet_lab.runs.resume import Resumed, resume_run
 from mobilenet_lab.training.distillation import check_distill
@@ -183,8 +177,7 @@ def check_export_config(cfg: DictConfig, hardware: bool = True) -> None:
         )
     check_limits(cfg)
     _check_retired_keys(cfg)
-    check_format(cfg.format)
-    suffix = SUFFIXES[cfg.format]
+    suffix = check_format(cfg.format).suffix
     if cfg.output_path and Path(cfg.output_path).suffix.lower() != suffix:
         raise ConfigError(
             f"output_path={cfg.output_path!r} does not end in {suffix}, as format={cfg.format} "
@@ -223,8 +216,9 @@ def check_predict_config(cfg: DictConfig, hardware: bool = True) -> None:
         raise ConfigError(f"device={cfg.device!r} is not valid: use auto, cpu or cuda[:N]")
     if hardware and str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={cfg.device!r} but this machine has no GPU: use auto or cpu")
-    if cfg.ckpt_path and format_of(cfg.ckpt_path) is not None:
-        read_metadata(cfg.ckpt_path)
+    if cfg.ckpt_path and (file_format := format_of(cfg.ckpt_path)) is not None:
+        with named_by("ckpt_path"):
+            file_format.read_metadata(cfg.ckpt_path)
     else:
         load_checkpoint(cfg.ckpt_path, example=PREDICT_EXAMPLE)
     if len(files := list_inputs(cfg.input)) == 1:  # one file: decoding it is cheap, and tells
@@ -234,9 +228,8 @@ def check_predict_config(cfg: DictConfig, hardware: bool = True) -> None:
             raise ConfigError(f"input={cfg.input!r} is not read: {error}") from error
 
 
-PREDICT_EXAMPLE = (
-    "e.g. ckpt_path=logs/train/runs/<time>/checkpoints/best.ckpt or .../model.onnx, "
-    ".../model.pte, .../model.tflite"
+PREDICT_EXAMPLE = "e.g. ckpt_path=logs/train/runs/<time>/checkpoints/best.ckpt or " + ", ".join(
+    f".../model{file_format.suffix}" for file_format in FORMATS.values()
 )
 
 

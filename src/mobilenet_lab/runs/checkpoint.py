@@ -39,24 +39,25 @@ MOVED_MODULES = {
 }
 
 
-def load_checkpoint(ckpt_path: str | None, example: str = EVAL_EXAMPLE) -> dict[str, Any]:
-    """Reads a checkpoint written by ``src/train.py`` (tensors and plain data only)."""
+def load_checkpoint(
+    ckpt_path: str | None, example: str = EVAL_EXAMPLE, key: str = "ckpt_path"
+) -> dict[str, Any]:
+    """Reads a checkpoint written by ``src/train.py`` (tensors and plain data only); its errors
+    name ``key``, the command-line key that gave the file."""
     if not ckpt_path:
-        raise ConfigError(f"ckpt_path is not set: give the checkpoint to score, {example}")
+        raise ConfigError(f"{key} is not set: give the checkpoint to score, {example}")
     path = Path(ckpt_path)
     if not path.is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path!r} does not exist: {example}")
+        raise ConfigError(f"{key}={ckpt_path!r} does not exist: {example}")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
         raise ConfigError(
-            f"ckpt_path={ckpt_path!r} is not a PyTorch checkpoint (not the zip archive that "
+            f"{key}={ckpt_path!r} is not a PyTorch checkpoint (not the zip archive that "
             f"torch.save writes): {example}"
         )
-    checkpoint = load_tensors(
-        path, "ckpt_path", f"give a checkpoint written by src/train.py, {example}"
-    )
+    checkpoint = load_tensors(path, key, f"give a checkpoint written by src/train.py, {example}")
     if not isinstance(checkpoint, dict) or RUN_CONFIG_KEY not in checkpoint:
         raise ConfigError(
-            f"ckpt_path={ckpt_path!r} is a PyTorch file but not a checkpoint written by "
+            f"{key}={ckpt_path!r} is a PyTorch file but not a checkpoint written by "
             f"src/train.py (it has no run config inside): {example}"
         )
     run = checkpoint[RUN_CONFIG_KEY]

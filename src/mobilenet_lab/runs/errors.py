@@ -27,6 +27,30 @@ class Refused(RuntimeError):
     the values that failed, what was kept, and what to try."""
 
 
+class UnreadableFile(ConfigError):
+    """A file its reader does not take (missing, of another kind, without this kit's metadata),
+    told about the file alone: the reader does not know which command-line key named it, so
+    the caller words it for its key (``named_by``); uncaught, it is still one line."""
+
+    def __init__(self, path: str, problem: str, example: str) -> None:
+        self.path, self.problem, self.example = str(path), problem, example
+        super().__init__(f"{self.path!r} {problem}: e.g. {example}")
+
+    def named_by(self, key: str) -> str:
+        """The message as the key that named the file gives it: ``key='path' is not ...``."""
+        return f"{key}={self.path!r} {self.problem}: e.g. {key}={self.example}"
+
+
+@contextmanager
+def named_by(key: str) -> Iterator[None]:
+    """An ``UnreadableFile`` raised inside becomes a ConfigError naming ``key``, the command-line
+    key that gave the file (``ckpt_path``, ``module.distill.teacher``)."""
+    try:
+        yield
+    except UnreadableFile as error:
+        raise ConfigError(error.named_by(key)) from error
+
+
 def is_number(value: object) -> bool:
     """True for real ints and floats (not bools, not NaN): what a numeric config key may hold."""
     return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)

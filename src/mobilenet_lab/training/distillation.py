@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from mobilenet_lab.data.batch_transforms import resize
-from mobilenet_lab.runs.errors import ConfigError
+from mobilenet_lab.runs.errors import ConfigError, named_by
 
 KEY = "module.distill.teacher"
 TIMM_PREFIX = "timm:"
@@ -62,13 +62,10 @@ class Teacher:
         self.split_seed: int | None = None
         self.student_scale: Tensor | None = None  # x_teacher = x_student * scale + shift
         self.student_shift: Tensor | None = None
-        try:
-            if self.source.startswith(TIMM_PREFIX):
-                self._open_timm(self.source.removeprefix(TIMM_PREFIX))
-            else:
-                self._open_file(self.source)
-        except ConfigError as error:  # a reader's message names its own key: here, the teacher's
-            raise ConfigError(str(error).replace("ckpt_path=", f"{KEY}=", 1)) from None
+        if self.source.startswith(TIMM_PREFIX):
+            self._open_timm(self.source.removeprefix(TIMM_PREFIX))
+        else:
+            self._open_file(self.source)
         if self.net is not None:
             self.net.eval().requires_grad_(False)
 
@@ -100,19 +97,20 @@ class Teacher:
         self.num_classes, self.path = self.net.num_classes, self.source
 
     def _open_file(self, path: str) -> None:
-        from mobilenet_lab.deploy.formats import format_of, open_file
+        from mobilenet_lab.deploy.formats import format_of
         from mobilenet_lab.deploy.loading import load_network
         from mobilenet_lab.deploy.preprocessing import Preprocessing
         from mobilenet_lab.runs.checkpoint import load_checkpoint
         from mobilenet_lab.runs.record import RunRecord
 
-        if format_of(path) is not None:
-            self.runtime = open_file(path)
+        if (file_format := format_of(path)) is not None:
+            with named_by(KEY):  # the reader tells of the file; the teacher's key named it
+                self.runtime = file_format.open(path)
             prep = self.runtime.preprocessing
             probe = torch.zeros(1, prep.in_chans, prep.image_size, prep.image_size)
             self.num_classes = int(self.runtime.logits(probe).shape[-1])
         else:
-            checkpoint = load_checkpoint(path, TEACHER_EXAMPLE)
+            checkpoint = load_checkpoint(path, TEACHER_EXAMPLE, key=KEY)
             prep = Preprocessing.from_checkpoint(checkpoint)
             config = OmegaConf.create(RunRecord.of(checkpoint).config)
             self.net = load_network(config, checkpoint, "averaged")
