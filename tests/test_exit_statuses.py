@@ -71,3 +71,16 @@ def test_hydras_own_config_errors_are_one_line_and_status_2(
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("Error: ") and message in line
     assert not any(tmp_path.iterdir()), "a run folder was created"
+
+
+def test_hydra_full_error_set_by_the_user_keeps_a_bugs_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mobilenet_lab.runs.errors import exits_as_documented
+
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(RuntimeError, match="a bug"), exits_as_documented():
+        raise RuntimeError("a bug")
+    with pytest.raises(SystemExit) as stopped, exits_as_documented():  # ours: still one line
+        raise ConfigError("model.alpha=0 is not valid")
+    assert stopped.value.code == 2

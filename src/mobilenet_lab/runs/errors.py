@@ -84,6 +84,8 @@ def exits_as_documented() -> Iterator[None]:
     except Refused as error:
         _exit(1, str(error))
     except Exception as error:  # a bug, or a library's failure: one line, the traceback kept
+        if previous == "1":  # the user asked for Hydra's full tracebacks: a bug's, as it is
+            raise
         _exit(1, f"{one_line(error)} (traceback in {_keep_traceback()})")
     finally:
         if previous is None:
