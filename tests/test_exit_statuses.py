@@ -79,7 +79,8 @@ def test_hydra_full_error_set_by_the_user_keeps_a_bugs_traceback(
     from mobilenet_lab.runs.errors import exits_as_documented
 
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
-    with pytest.raises(RuntimeError, match="a bug"), exits_as_documented():
+    # the entry point's two: around the Hydra main, and around its task
+    with pytest.raises(RuntimeError, match="a bug"), exits_as_documented(), exits_as_documented():
         raise RuntimeError("a bug")
     with pytest.raises(SystemExit) as stopped, exits_as_documented():  # ours: still one line
         raise ConfigError("model.alpha=0 is not valid")

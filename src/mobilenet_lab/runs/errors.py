@@ -13,7 +13,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ContextDecorator, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,49 +61,62 @@ def check_positive_int(name: str, value: object) -> None:
         raise ValueError(f"{name}={value!r} is not valid: use a whole number >= 1")
 
 
-@contextmanager
-def exits_as_documented() -> Iterator[None]:
+WORDED = "MOBILENET_LAB_WORDS_ERRORS"
+
+
+class exits_as_documented(ContextDecorator):
     """Every entry point's exits (docs/training.md, "Exit statuses"), one line on stderr each:
     a ``ConfigError`` or Hydra's own config error (an unknown key or option, an override it
     cannot parse) exits 2; a ``Refused`` result exits 1; any other error exits 1 too, its
     traceback kept in the job's log file. Used around the Hydra task function (so Hydra never
     sees the error), around the call of the Hydra main (for what Hydra raises itself), and in
-    Hydra callbacks (whose errors Hydra would only warn about)."""
-    from hydra.errors import CompactHydraException
+    Hydra callbacks (whose errors Hydra would only warn about). A class, not a generator: the
+    task function it decorates is pickled by submitit's SLURM launcher."""
 
-    # Hydra prints its own errors over several lines and exits 1 (run_and_report), unless
-    # HYDRA_FULL_ERROR is set: then it raises them as they are, and they are worded here.
-    previous = os.environ.get("HYDRA_FULL_ERROR")
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        yield
-    except ConfigError as error:
-        _exit(2, str(error))
-    except CompactHydraException as error:
-        _exit(2, hydra_one_line(error))
-    except Refused as error:
-        _exit(1, str(error))
-    except Exception as error:  # a bug, or a library's failure: one line, the traceback kept
-        if previous == "1":  # the user asked for Hydra's full tracebacks: a bug's, as it is
-            raise
-        _exit(1, f"{one_line(error)} (traceback in {_keep_traceback()})")
-    finally:
-        if previous is None:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-        else:
-            os.environ["HYDRA_FULL_ERROR"] = previous
+    def __enter__(self) -> None:
+        # Hydra prints its own errors over several lines and exits 1 (run_and_report), unless
+        # HYDRA_FULL_ERROR is set: then it raises them as they are, and they are worded here.
+        # WORDED marks the setting as ours (processes a run starts inherit both), so that only
+        # a user's own HYDRA_FULL_ERROR=1 keeps an unforeseen error's whole traceback.
+        self.previous = {key: os.environ.get(key) for key in ("HYDRA_FULL_ERROR", WORDED)}
+        asked = self.previous == {"HYDRA_FULL_ERROR": "1", WORDED: None}
+        self.user_asked = asked or self.previous[WORDED] == "user"
+        os.environ.update({"HYDRA_FULL_ERROR": "1", WORDED: "user" if self.user_asked else "1"})
+
+    def __exit__(self, kind: type | None, error: BaseException | None, trace: Any) -> bool:
+        for key, value in self.previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        from hydra.errors import CompactHydraException
+
+        if isinstance(error, ConfigError):
+            _exit(2, str(error))
+        if isinstance(error, CompactHydraException):
+            _exit(2, hydra_one_line(error))
+        if isinstance(error, Refused):
+            _exit(1, str(error))
+        # a bug, or a library's failure: one line, the traceback kept (the user who asked for
+        # Hydra's full tracebacks gets it as it is)
+        if isinstance(error, Exception) and not self.user_asked:
+            _exit(1, f"{one_line(error)} (traceback in {_keep_traceback(error)})")
+        return False
 
 
-def _keep_traceback() -> str:
-    """Writes the error being handled to the job's log file (Hydra's, where there is a job),
-    else to a temporary file, and returns the file's path."""
+def _keep_traceback(error: BaseException) -> str:
+    """Writes ``error``'s traceback to the job's log file (Hydra's, where there is a job), else
+    to a temporary file, and returns the file's path. Written to the file itself: through the
+    logger it would reach the console handler too."""
     files = [h.baseFilename for h in logging.getLogger().handlers
              if isinstance(h, logging.FileHandler) and h.baseFilename != os.devnull]  # fmt: skip
+    text = "".join(traceback.format_exception(error))
     if files:
-        logging.getLogger(__name__).exception("failed")
+        with open(files[0], "a") as file:
+            file.write(text)
         return files[0]
     with tempfile.NamedTemporaryFile("w", prefix="error_", suffix=".log", delete=False) as file:
-        traceback.print_exc(file=file)
+        file.write(text)
     return file.name
 
 
