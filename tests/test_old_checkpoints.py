@@ -52,6 +52,16 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return kept
 
 
+def assert_loads_and_exports_as(checkpoint: Path, today: Path, onnx_path: Path) -> None:
+    """``checkpoint`` (an old record) gives ``today``'s logits, and so does its ONNX export."""
+    images = torch.randn(4, 1, 32, 32)
+    expected = TorchModel(str(today), "averaged", "cpu").logits(images)
+    assert torch.equal(TorchModel(str(checkpoint), "averaged", "cpu").logits(images), expected)
+    export(compose_cfg("export", [f"ckpt_path={checkpoint}", f"output_path={onnx_path}", *FAST],
+                       onnx_path.parent / f"export_{onnx_path.stem}"))  # fmt: skip
+    assert (OnnxModel(str(onnx_path)).logits(images) - expected).abs().max() < 1e-4
+
+
 def test_a_checkpoint_of_the_old_layout_evaluates_exports_predicts_and_resumes(
     trained: Path, tmp_path: Path
 ) -> None:
@@ -72,13 +82,7 @@ def test_a_checkpoint_of_the_old_layout_evaluates_exports_predicts_and_resumes(
               for path in (new, old)]  # fmt: skip
     assert scored[1]["test"] == scored[0]["test"]
 
-    images = torch.randn(4, 1, 32, 32)
-    expected = TorchModel(str(new), "averaged", "cpu").logits(images)
-    assert torch.equal(TorchModel(str(old), "averaged", "cpu").logits(images), expected)
-    onnx_path = tmp_path / "old.onnx"
-    export(compose_cfg("export", [f"ckpt_path={old}", f"output_path={onnx_path}", *FAST],
-                       tmp_path / "export"))  # fmt: skip
-    assert (OnnxModel(str(onnx_path)).logits(images) - expected).abs().max() < 1e-4
+    assert_loads_and_exports_as(old, new, tmp_path / "old.onnx")
 
     as_recorded = [o for o in TINY if "deterministic" not in o]  # the old run's: not set
     resumed = train(compose_cfg("train", [*as_recorded, "trainer.max_epochs=3", f"ckpt_path={old}"],
@@ -111,13 +115,8 @@ def test_a_run_folder_from_before_the_layers_evaluates_exports_predicts_reports_
     scored = evaluate(compose_cfg("eval", [f"ckpt_path={ckpt}"], tmp_path / "eval"))
     assert set(scored["test"]) == {"test/acc", "test/acc5", "test/loss"}
 
-    images = torch.randn(4, 1, 32, 32)
-    expected = TorchModel(str(trained), "averaged", "cpu").logits(images)
-    assert torch.equal(TorchModel(str(ckpt), "averaged", "cpu").logits(images), expected)
     onnx_path = tmp_path / "before_layers.onnx"
-    export(compose_cfg("export", [f"ckpt_path={ckpt}", f"output_path={onnx_path}", *FAST],
-                       tmp_path / "export"))  # fmt: skip
-    assert (OnnxModel(str(onnx_path)).logits(images) - expected).abs().max() < 1e-4
+    assert_loads_and_exports_as(ckpt, trained, onnx_path)
     (tmp_path / "in").mkdir()
     for n in range(3):
         Image.new("L", (32, 32), 80 * n).save(tmp_path / "in" / f"{n}.png")
