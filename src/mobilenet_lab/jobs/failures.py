@@ -40,7 +40,7 @@ def run_job(task: Callable[[DictConfig], T], cfg: DictConfig, entry_point: str) 
         return task(cfg)
     except Exception as error:  # any error: the job must say so, the sweep must go on
         status = "diverged" if isinstance(error, TrainingDiverged) else "failed"
-        message = one_line(error)
+        message = errors.one_line(error)
         log.exception("job %s", status)  # the traceback, in the job's own log file
         output_dir = Path(HydraConfig.get().runtime.output_dir)
         if rank_zero_only.rank == 0:
@@ -50,13 +50,6 @@ def run_job(task: Callable[[DictConfig], T], cfg: DictConfig, entry_point: str) 
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             sys.exit(2 if isinstance(error, ConfigError) else 1)
         return None
-
-
-def one_line(error: BaseException) -> str:
-    """The error's first line, prefixed with its type unless it is one of ours."""
-    if isinstance(error, TrainingDiverged):
-        return (str(error).strip().splitlines() or [""])[0]
-    return errors.one_line(error)
 
 
 def failure_record(

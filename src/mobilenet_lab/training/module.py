@@ -16,6 +16,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from mobilenet_lab.runs.errors import Refused
 from mobilenet_lab.training.distillation import DEFAULTS, Teacher, distillation_loss
 
 VAL_ACC_BEST_KEY = "val_acc_best"
@@ -23,8 +24,9 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[..., LRScheduler]
 
 
-class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite: nothing after that step can be trusted."""
+class TrainingDiverged(Refused):
+    """The training loss became NaN or infinite: nothing after that step can be trusted (a
+    result refused: its message is the one line to print)."""
 
 
 class ImageClassifier(L.LightningModule):
