@@ -109,7 +109,7 @@ def test_imagefolder_without_test_folder_says_it_tests_on_val(image_tree: Path, 
     dm.test_dataloader()
     assert dm.test_split == "val"
     (line,) = capsys.readouterr().out.splitlines()
-    assert line.startswith(f"Testing on val/: {image_tree} has no test/ folder")
+    assert line.startswith(f"Testing on val: {image_tree} has no test split")
     assert "also chose best.ckpt" in line
 
 

@@ -138,7 +138,7 @@ def test_report_on_an_image_folder_run_needs_no_resolver_and_no_data(
     _save_hydra_config(cfg, run_dir)
     capfd.readouterr()
     train(cfg)
-    assert f"Testing on val/: {data_dir} has no test/ folder" in "".join(capfd.readouterr())
+    assert f"Testing on val: {data_dir} has no test split" in "".join(capfd.readouterr())
 
     (row,) = write_report(runs, read_runs([runs]), "image folder", SPEED)
     assert json.loads((run_dir / "metrics.json").read_text())["test_split"] == "val"
