@@ -12,9 +12,8 @@
 # both steps' statuses are printed at the end, and the exit status is 0 only when both passed.
 # --cpu: a dry run on the CPU at tiny sizes (tests/test_scripts.py runs it); the GPU tests,
 # which skip themselves without CUDA, are not run.
-#
-# The GPU-decode input path (issue 30, item 3) is not built yet: its images/s and the ratio
-# input / model will be rows of benchmark_gpu.py's table, not a step of their own here.
+# The table ends with the GPU-decode input path (data.decode=gpu): the images/s it decodes and
+# transforms on the GPU, and the ratio input / model for each model row.
 set -uo pipefail
 
 status() {  # a step's exit status in words; $2: the seconds its timeout allowed

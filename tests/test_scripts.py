@@ -66,10 +66,14 @@ def test_gpu_check_dry_run(tmp_path: Path) -> None:
     table = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     names = {"V1 1.0 (ours)", "timm mobilenetv1_100", "timm mobilenetv2_100",
              "timm mobilenetv3_large_100"}  # fmt: skip
-    assert {row["name"] for row in table["rows"]} == names
+    decode = "GPU decode (data.decode=gpu)"
+    assert {row["name"] for row in table["rows"]} == {*names, decode}
     assert all(row["status"] == "ok" and row["images_per_s"] > 0 for row in table["rows"])
+    rates = {row["name"]: row["images_per_s"] for row in table["rows"]}
     markdown = (tmp_path / "out" / "gpu_check.md").read_text()
-    assert all(f"| {name} | false | " in markdown for name in names)
-    assert "not built yet" in markdown  # the GPU-decode input path: said, not pretended
+    for name in names:  # each model row ends with the ratio input / model
+        ratio = re.search(rf"^\| {re.escape(name)} \| false \| .* \| ([\d.]+) \|$", markdown, re.M)
+        assert ratio and float(ratio[1]) == pytest.approx(rates[decode] / rates[name], rel=0.01)
+    assert re.search(rf"Input, {re.escape(decode)}: 16 JPEGs .* [\d,]+ images/s", markdown)
     bad = subprocess.run(["bash", str(script), "--gpus=2"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown option --gpus=2" in bad.stderr
