@@ -157,7 +157,7 @@ class DeviceTransform:
 
     def _augment(self, batch: Tensor) -> Tensor:
         """The flip and colour jitter of timm's train transform, drawn per image."""
-        flip = torch.rand(len(batch)) < self.hflip
+        flip = (torch.rand(len(batch)) < self.hflip).to(batch.device)  # drawn as on the CPU
         batch[flip] = batch[flip].flip(-1)
         if self.color_jitter > 0:
             for op in torch.randperm(3).tolist():
