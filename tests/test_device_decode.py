@@ -22,7 +22,10 @@ from mobilenet_lab.train import train
 
 # PIL and torchvision decode with the same libjpeg-turbo here and torchvision's antialiased
 # resize is made to match Pillow's: eval pixels differ by at most one 8-bit level (docs/data.md)
-EVAL_TOLERANCE = 1.0001 / 255 / min(IMAGENET_STD)  # one level, normalised by the smallest std
+LEVEL = 1.0001 / 255 / min(IMAGENET_STD)  # one 8-bit level, normalised by the smallest std
+EVAL_TOLERANCE = LEVEL
+# nvJPEG's inverse DCT is not libjpeg's: a bound, until a GPU run measures it (it prints it)
+NVJPEG_TOLERANCE = 4 * LEVEL
 SIZES = [(120, 90), (90, 120), (101, 77), (64, 64)]  # landscape, portrait, odd, square
 
 
@@ -45,14 +48,16 @@ def jpegs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_jpegs(tmp_path_factory.mktemp("jpegs"))
 
 
-def batch_of(root: Path, training: bool, split: str = "val", **settings) -> tuple:
-    """The first batch of ``split`` as the training step gets it, on the CPU device."""
+def batch_of(
+    root: Path, training: bool, split: str = "val", device: str = "cpu", **settings
+) -> tuple:
+    """The first batch of ``split`` as the training step gets it on ``device``."""
     settings = {"image_size": 32, "batch_size": 8, "num_workers": 0, **settings}
     dm = ImageFolderDataModule(str(root), num_classes=2, **settings)
     dm.trainer = SimpleNamespace(training=training, world_size=1)
     dm.setup()
     loader = dm._loader(split, training=training, shuffle=False)
-    batch = dm.transfer_batch_to_device(next(iter(loader)), torch.device("cpu"), 0)
+    batch = dm.transfer_batch_to_device(next(iter(loader)), torch.device(device), 0)
     return (*dm.on_after_batch_transfer(batch, 0), dm)
 
 
@@ -149,3 +154,25 @@ def test_decode_gpu_on_a_gpu_accelerator_without_cuda(run_main, jpegs, tmp_path:
     (line,) = result.stderr.strip().splitlines()
     assert "data.decode=gpu with trainer.accelerator=gpu but this machine has no CUDA" in line
     assert not any(tmp_path.iterdir()), "a run folder was created"
+
+
+@pytest.mark.gpu
+def test_nvjpeg_eval_batches_match_the_pil_path(jpegs: Path, capsys) -> None:
+    pil, pil_labels, _ = batch_of(jpegs, False, decode="cpu")
+    gpu, labels, _ = batch_of(jpegs, False, device="cuda", decode="gpu")
+    assert gpu.is_cuda and torch.equal(labels.cpu(), pil_labels)
+    difference = (gpu.cpu() - pil).abs() / LEVEL
+    with capsys.disabled():
+        print(f"\nnvJPEG vs PIL eval batch: max {difference.max():.2f} levels, mean "
+              f"{difference.mean():.4f}")  # fmt: skip
+    assert difference.max() <= NVJPEG_TOLERANCE / LEVEL
+
+
+@pytest.mark.gpu
+def test_a_run_trains_with_decode_gpu_on_a_gpu(make_cfg, jpegs: Path, tmp_path: Path) -> None:
+    overrides = ["data=imagefolder", f"data.data_dir={jpegs}", "data.decode=gpu",
+                 "data.image_size=32", "data.num_workers=0", "data.batch_size=4", "trainer=gpu",
+                 "debug=limit", "model.alpha=0.25", "trainer.max_epochs=1",
+                 "trainer.enable_progress_bar=false", "~callbacks.model_summary"]  # fmt: skip
+    report = train(make_cfg("train", overrides, tmp_path / "run"))
+    assert 0 <= report["test"]["test/acc"] <= 1
