@@ -14,21 +14,24 @@ normalised on that device as timm's transforms do it on the CPU (``encoded.py``)
 Resizing is torchvision's antialiased resize on uint8 images, made to match Pillow's.
 ``auto_augment`` runs on PIL images only and interpolations other than ``DEVICE_INTERPOLATIONS``
 have no tensor kernel: both are refused at start-up. Images that are not JPEG (PNG, ...) are
-decoded on the CPU with ``decode_image`` and counted (said once per epoch); an image that fails
-to decode is replaced by a readable one of the same batch, with its label, and named."""
+decoded on the CPU by ``open_image`` (``images.py``), as ``decode=cpu`` reads them, and counted
+(said once per epoch); one that fails to decode is replaced by a readable one of the same
+batch, with its label, and named."""
 
 from __future__ import annotations
 
+import io
 import math
 from contextlib import suppress
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import InterpolationMode, RandomResizedCrop
 from torchvision.transforms.v2 import functional as F
 
+from mobilenet_lab.data.images import UnreadableImage, open_image
 from mobilenet_lab.runs.errors import ConfigError
 
 JPEG_MAGIC = (0xFF, 0xD8, 0xFF)  # every JPEG file starts with these bytes (SOI, then a marker)
@@ -60,7 +63,7 @@ def is_jpeg(encoded: Tensor) -> bool:
 
 
 class CpuDecodedCount:
-    """The non-JPEG images decoded on the CPU, said in one warning per epoch of each stage
+    """The images decoded on the CPU, said in one warning per epoch of each stage
     (when a batch of another epoch or stage comes, and at the data module's teardown)."""
 
     def __init__(self) -> None:
@@ -88,26 +91,31 @@ def decode_batch(
     encoded: list[Tensor], device: torch.device, max_pixels: int | None = None
 ) -> tuple[list[Tensor], list[int], list[str], int]:
     """The batch's images as uint8 RGB ``(3, H, W)`` tensors on ``device``: JPEGs decoded
-    there together, others (and a JPEG the device's decoder refuses) on the CPU. Also the
+    there together, others (and a JPEG the device's decoder refuses) on the CPU by the kit's
+    ``open_image``, as ``decode=cpu`` reads them. Also the
     index of each image kept, the unreadable ones as "<N bytes> (reason)", and how many were
     decoded on the CPU."""
     jpegs = [i for i, data in enumerate(encoded) if is_jpeg(data)]
     images: dict[int, Tensor] = {}
     bad: list[str] = []
     try:
-        decoded = decode_jpeg([encoded[i] for i in jpegs], mode=ImageReadMode.RGB, device=device)
-        images.update(zip(jpegs, decoded, strict=True))
+        if jpegs:
+            decoded = decode_jpeg(
+                [encoded[i] for i in jpegs], mode=ImageReadMode.RGB, device=device
+            )
+            images.update(zip(jpegs, decoded, strict=True))
     except RuntimeError:  # one bad file fails the batch: decode one by one to find it
         for i in jpegs:  # one that fails is tried on the CPU below (nvJPEG does not take all)
             with suppress(RuntimeError):
                 images[i] = decode_jpeg(encoded[i], mode=ImageReadMode.RGB, device=device)
     on_cpu = [i for i in range(len(encoded)) if i not in images]
-    for i in on_cpu:
+    for i in on_cpu:  # the kit's one reader of image files: PNG, BMP, TIFF, 16-bit ... too
         try:
-            images[i] = decode_image(encoded[i], mode=ImageReadMode.RGB).to(device)
-        except RuntimeError as error:
-            reason = (str(error).strip().splitlines() or [""])[-1][:200]
-            bad.append(f"<{len(encoded[i])} bytes> (not a readable image: {reason})")
+            source = io.BytesIO(encoded[i].numpy().tobytes())
+            image = open_image(source, 3, max_pixels, setting="data.max_image_pixels")
+            images[i] = F.pil_to_tensor(image).to(device)
+        except UnreadableImage as error:
+            bad.append(f"<{len(encoded[i])} bytes> ({error})")
     for i, image in list(images.items()):
         pixels = image.shape[-2] * image.shape[-1]
         if max_pixels is not None and pixels > max_pixels:
