@@ -1,7 +1,8 @@
 """Training images/s of our MobileNet V1 1.0, timm's mobilenetv1_100 (the same network), V2 and
-V3-large on one GPU at 224 px, bf16-mixed, channels-last, with and without ``module.compile``
-(issue 30, item 5: the model part). Run by ``scripts/gpu_check.sh``; ``--cpu`` is a dry run
-on the CPU at tiny sizes, without compile, for the test suite.
+V3-large on one GPU at 224 px, bf16-mixed, channels-last, with and without ``module.compile``,
+then the images/s the GPU-decode input path (``data.decode=gpu``) prepares on the same GPU, and
+the ratio input / model for each model row (issue 30, item 5). Run by ``scripts/gpu_check.sh``;
+``--cpu`` is a dry run on the CPU at tiny sizes, without compile, for the test suite.
 
     python scripts/benchmark_gpu.py [--out logs/gpu_check] [--batch-size 256] [--cpu]
 
@@ -26,6 +27,14 @@ Peak GPU memory is that of each row alone (the peak statistic reset before it). 
 without compile first, so that a ``--budget-s`` spent on compiling still leaves those figures;
 a row not measured in the budget says so, and the script then exits 1, as when a row fails.
 The table is rewritten after every row (``gpu_check.md`` and ``gpu_check.json`` in ``--out``).
+
+The GPU-decode row: ``--decode-images`` ImageNet-like JPEGs (about 500 x 375, written by
+``benchmark_data.write_jpeg_tree``) read into memory once; a step takes a batch of their bytes
+from the CPU, decodes it on the device (``decode_jpeg``: nvJPEG) and applies the training
+transform there (random resized crop, flip, colour jitter 0.4, normalisation: ``data=imagefolder``'s
+defaults), timed as the model rows. Its ratio to a model row above 1 means the device prepares
+batches faster than that model trains on them; the two share the GPU, so a run doing both goes
+at about ``1 / (1 / input + 1 / model)`` images/s, less what loading the bytes costs the CPU.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import argparse
 import datetime
 import gc
 import platform
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -45,7 +55,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
 import mobilenet_lab.data.resolvers  # noqa: F401
+from benchmark_data import write_jpeg_tree  # scripts/, this script's folder
 from mobilenet_lab.analysis.timing import device_name, median_seconds
+from mobilenet_lab.data.device_decode import DeviceTransform, decode_batch
+from mobilenet_lab.data.encoded import IMAGENET_MEAN, IMAGENET_STD
 from mobilenet_lab.runs.files import write_json_atomic
 from mobilenet_lab.training.optimizer import build_optimizer
 
@@ -58,12 +71,7 @@ MODELS = {
     "mobilenet_v3_large": "timm mobilenetv3_large_100",
 }
 COMPILE_RESERVE_S = 90  # a compiled row is not started with less budget left than this
-# The GPU-decode input path (issue 30, item 3: data.decode=gpu) is not built yet. Its row, the
-# images/s it decodes on the script's JPEGs, and the ratio input / model go in the table here
-# once it exists.
-INPUT_PATHS_NOT_BUILT = (
-    "GPU decode (`data.decode=gpu`, issue 30 item 3): not built yet, not measured"
-)
+DECODE = "GPU decode (data.decode=gpu)"
 
 
 def main() -> int:
@@ -86,10 +94,12 @@ def main() -> int:
         "data": "one random batch made on the device once (the model alone)",
         "timing": f"first step alone, {args.warmup_windows} warm-up windows, median of "
         f"{args.windows} windows of {args.steps} steps",
-        "input_paths": INPUT_PATHS_NOT_BUILT,
+        "input": f"{args.decode_images} JPEGs of 500 x 375, decoded and given the training "
+        "transform on the device",
     }
     print("  ".join(f"{key}: {header[key]}" for key in ("device", "torch", "date")))
-    plan = [(model, False) for model in MODELS]
+    # the input row after the eager rows: seconds, where the compiled rows may run out of budget
+    plan = [(model, False) for model in MODELS] + [(DECODE, False)]
     plan += [] if args.no_compile else [(model, True) for model in MODELS]
     rows: list[dict[str, Any]] = []
     warnings.filterwarnings("ignore", message=".*self.log.*")  # no Trainer: nothing is logged
@@ -118,6 +128,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--windows", type=int, default=5, help="timed windows (median taken)")
     parser.add_argument("--warmup-windows", type=int, default=2)
     parser.add_argument("--no-compile", action="store_true", help="only the rows without compile")
+    parser.add_argument("--decode-images", type=int, default=512,
+                        help="JPEGs the GPU-decode row cycles through")  # fmt: skip
     parser.add_argument("--budget-s", type=float, default=None,
                         help="seconds for all rows: rows past it are skipped")  # fmt: skip
     args = parser.parse_args()
@@ -126,12 +138,13 @@ def parse_args() -> argparse.Namespace:
         torch.set_num_threads(1)
         args.batch_size, args.image_size, args.no_compile = 8, 32, True
         args.steps, args.windows, args.warmup_windows = 2, 1, 0
+        args.decode_images = 16
     return args
 
 
 def row_of(model: str, compiled: bool, status: str = "ok", **figures: Any) -> dict[str, Any]:
-    return {"model": model, "name": MODELS[model], "compile": compiled, "status": status,
-            **figures}  # fmt: skip
+    return {"model": model, "name": MODELS.get(model, model), "compile": compiled,
+            "status": status, **figures}  # fmt: skip
 
 
 def measure_row(
@@ -139,7 +152,8 @@ def measure_row(
 ) -> dict[str, Any]:
     """One row, or the one line of why it failed (the other rows are still measured)."""
     try:
-        return row_of(model, compiled, **training_speed(model, compiled, device, args))
+        speed = decode_speed if model == DECODE else training_speed
+        return row_of(model, compiled, **speed(model, compiled, device, args))
     except Exception as error:
         first_line = (str(error).strip().splitlines() or [""])[0][:300]
         return row_of(model, compiled, status=f"failed: {type(error).__name__}: {first_line}")
@@ -192,6 +206,44 @@ def training_speed(
     return figures
 
 
+def decode_speed(
+    name: str, compiled: bool, device: torch.device, args: argparse.Namespace
+) -> dict[str, float]:
+    """Images/s the GPU-decode path prepares: a batch of JPEG bytes (on the CPU, as the loader
+    hands them over) decoded and given the training transform on the device."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = write_jpeg_tree(Path(tmp), per_class=-(-args.decode_images // 4))
+        files = sorted(tree.glob("train/*/*.jpg"))[: args.decode_images]
+        encoded = [torch.frombuffer(bytearray(f.read_bytes()), dtype=torch.uint8) for f in files]
+    transform = DeviceTransform(args.image_size, 0.875, "bilinear", 0.5, 0.4, 0.0, IMAGENET_MEAN,
+                                IMAGENET_STD)  # fmt: skip
+    batches = [encoded[i : i + args.batch_size] for i in range(0, len(encoded), args.batch_size)]
+    batches = [b for b in batches if len(b) == args.batch_size] or [encoded]
+    done = [0]
+
+    def step() -> None:
+        batch = batches[done[0] % len(batches)]
+        images, *_ = decode_batch(batch, device)
+        transform(images, training=True)
+        done[0] += 1
+
+    def window() -> None:
+        for _ in range(args.steps):
+            step()
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    first = median_seconds(step, repeats=1, warmup=0, device=device)
+    seconds = median_seconds(window, args.windows, args.warmup_windows, device)
+    size = len(batches[0])
+    figures = {"images_per_s": round(args.steps * size / seconds, 1),
+               "ms_per_step": round(1000 * seconds / args.steps, 2),
+               "first_step_s": round(first, 2), "batch_size": size}  # fmt: skip
+    if device.type == "cuda":
+        figures["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    return figures
+
+
 def composed(model: str, compiled: bool, args: argparse.Namespace):
     """The config ``src/train.py`` composes for this row (its run folder is never made)."""
     overrides = [f"model={model}", "data=synthetic", f"data.image_size={args.image_size}",
@@ -222,18 +274,29 @@ def write_table(out: Path, header: dict[str, Any], rows: list[dict[str, Any]]) -
         f"px, batch {h['batch_size']}, precision {h['precision']}, channels-last, {h['data']}; "
         f"{h['timing']}.",
         "",
-        "| model | module.compile | images/s | ms/step | first step (s) | peak GPU memory (GiB) |",
-        "|---|---|---:|---:|---:|---:|",
+        "| model | module.compile | images/s | ms/step | first step (s) | peak GPU memory (GiB) "
+        "| input / model |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for row in rows:
+    decode = next((r for r in rows if r["model"] == DECODE and r["status"] == "ok"), None)
+    for row in (r for r in rows if r["model"] != DECODE):
         if row["status"] == "ok":
             memory = f"{row['peak_memory_gib']:.2f}" if "peak_memory_gib" in row else "-"
+            ratio = f"{decode['images_per_s'] / row['images_per_s']:.2f}" if decode else "-"
             figures = (f"{row['images_per_s']:,.0f} | {row['ms_per_step']:.2f} | "
-                       f"{row['first_step_s']:.2f} | {memory}")  # fmt: skip
+                       f"{row['first_step_s']:.2f} | {memory} | {ratio}")  # fmt: skip
         else:
-            figures = f"{row['status']} | | | "
+            figures = f"{row['status']} | | | | "
         lines.append(f"| {row['name']} | {'true' if row['compile'] else 'false'} | {figures} |")
-    lines += ["", f"Input paths: {header['input_paths']}.", ""]
+    measured = next((r for r in rows if r["model"] == DECODE), None)
+    if measured is None or measured["status"] != "ok":
+        said = measured["status"] if measured else "not measured yet"
+    else:
+        said = (f"{measured['images_per_s']:,.0f} images/s, {measured['ms_per_step']:.2f} ms a "
+                f"batch of {measured['batch_size']}")  # fmt: skip
+    lines += ["", f"Input, {DECODE}: {header['input']}, at {header['image_size']} px: {said}. "
+              "input / model: its images/s over the model row's (above 1: the device prepares "
+              "batches faster than it trains on them).", ""]  # fmt: skip
     (out / "gpu_check.md").write_text("\n".join(lines))
 
 

@@ -6,15 +6,14 @@
 # For whoever holds a GPU machine: one GPU, no network, under 8 minutes (GPU_CHECK_BUDGET_S,
 # 390 s by default, is shared out below; a compile that runs long can add 60 s at most). It runs from any folder, with the package installed
 # or not: src/ and the repository root go in front of PYTHONPATH (Hydra and OmegaConf may come
-# as wheels already on it). First `pytest -m gpu` (tests/test_gpu.py), then
+# as wheels already on it). First `pytest -m gpu` (tests/test_gpu.py, test_device_decode.py), then
 # scripts/benchmark_gpu.py, which runs even when the tests fail, so that the figures come back.
 # The table goes to OUT/gpu_check.md and OUT/gpu_check.json, each step's output to OUT/*.log;
 # both steps' statuses are printed at the end, and the exit status is 0 only when both passed.
 # --cpu: a dry run on the CPU at tiny sizes (tests/test_scripts.py runs it); the GPU tests,
 # which skip themselves without CUDA, are not run.
-#
-# The GPU-decode input path (issue 30, item 3) is not built yet: its images/s and the ratio
-# input / model will be rows of benchmark_gpu.py's table, not a step of their own here.
+# The table ends with the GPU-decode input path (data.decode=gpu): the images/s it decodes and
+# transforms on the GPU, and the ratio input / model for each model row.
 set -uo pipefail
 
 status() {  # a step's exit status in words; $2: the seconds its timeout allowed
@@ -47,10 +46,10 @@ if $cpu; then
     tests="skipped (--cpu)"
     tests_rc=0
 else
-    echo "== pytest -m gpu (tests/test_gpu.py) =="
+    echo "== pytest -m gpu (tests/test_gpu.py, tests/test_device_decode.py) =="
     # At most half the budget: a hung test must not take the benchmark's time.
     timeout $((budget / 2)) "$python" -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py \
-        2>&1 | tee "$out/pytest.log"
+        tests/test_device_decode.py 2>&1 | tee "$out/pytest.log"
     tests_rc=$?
     tests=$(status "$tests_rc" $((budget / 2)))
 fi

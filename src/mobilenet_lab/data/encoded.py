@@ -145,6 +145,19 @@ class EncodedImageDataModule(L.LightningDataModule):
         self.num_classes, self.in_chans, self.image_size = num_classes, in_chans, image_size
         self.mean, self.std = tuple(mean), tuple(std)
         self.bad_files: set[str] = set()
+        if decode == "gpu":  # imported here: torchvision's decoders only this path needs
+            from mobilenet_lab.data.device_decode import (
+                CpuDecodedCount,
+                DeviceTransform,
+                check_device_settings,
+            )
+
+            check_device_settings(auto_augment, interpolation)
+            self.decoded_on_cpu = CpuDecodedCount()  # not JPEG, or refused by the device
+            self.device_transform = DeviceTransform(
+                image_size, crop_pct, interpolation, hflip, color_jitter, re_prob, self.mean,
+                self.std,
+            )  # fmt: skip
 
     def split_samples(self, split: str) -> Sequence[tuple[Encoded, int]]:
         """``(encoded, label)`` of every image of ``split`` (train, val or test)."""
@@ -214,9 +227,40 @@ class EncodedImageDataModule(L.LightningDataModule):
         classes: what int8 calibration measures activation ranges on."""
         return self._loader("train", training=False, shuffle=True)
 
+    def transfer_batch_to_device(self, batch: tuple, device: torch.device, dataloader_idx: int):
+        images, labels, bad = batch
+        if isinstance(images, list):  # decode="gpu": decode_jpeg reads the bytes from the CPU
+            return images, labels.to(device), bad
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple[Tensor, Tensor]:
         images, labels, bad = batch
         self.bad_files.update(bad)
         if isinstance(images, list):  # decode="gpu": encoded bytes, decoded here on the device
-            raise NotImplementedError("data.decode=gpu")
+            return self._decode_on_device(images, labels)
         return images, labels
+
+    def _decode_on_device(self, encoded: list[Tensor], labels: Tensor) -> tuple[Tensor, Tensor]:
+        """The batch decoded and transformed on the labels' device (``device_decode.py``); an
+        image that fails is replaced by a readable one of the batch, so that it stays full."""
+        from mobilenet_lab.data.device_decode import decode_batch
+
+        max_pixels = self.hparams.max_image_pixels
+        images, kept, bad, cpu_decoded = decode_batch(encoded, labels.device, max_pixels)
+        if not kept:
+            raise RuntimeError(f"no image of a batch of {len(encoded)} can be decoded: {bad[0]}")
+        self.bad_files.update(bad)
+        if bad:
+            images += [images[i % len(kept)] for i in range(len(bad))]
+            kept += [kept[i % len(kept)] for i in range(len(bad))]
+            labels = labels[torch.as_tensor(kept, device=labels.device)]
+        trainer = self.trainer
+        stage = getattr(getattr(trainer, "state", None), "stage", None)
+        where = f"{stage.value} epoch {trainer.current_epoch}" if stage else "this pass"
+        self.decoded_on_cpu.add(where, cpu_decoded)
+        training = bool(getattr(trainer, "training", False)) and self.hparams.augment
+        return self.device_transform(images, training), labels
+
+    def teardown(self, stage: str) -> None:
+        if self.hparams.decode == "gpu":
+            self.decoded_on_cpu.flush()

@@ -45,10 +45,27 @@ def check_train_config(cfg: DictConfig, hardware: bool = True) -> None:
         with open_dict(cfg):  # the checkpoint's weights replace init_from's, not read again
             cfg.model = as_trained(cfg.model)
     check_limits(cfg)
+    check_decode_device(cfg, hardware)
     check_trainer_config(cfg.trainer, hardware)
     per_device_batch_size(cfg)
     check_model_and_data(cfg)
     check_distill(cfg)
+
+
+def check_decode_device(cfg: DictConfig, hardware: bool = True) -> None:
+    """``data.decode=gpu`` decodes with ``decode_jpeg`` on the training device: nvJPEG on a
+    CUDA GPU, or the CPU; another accelerator (none here, or Apple's MPS) cannot."""
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
+    if OmegaConf.select(cfg, "data.decode") != "gpu" or not hardware or accelerator == "cpu":
+        return
+    auto_cpu = accelerator == "auto" and not torch.backends.mps.is_available()  # Lightning's pick
+    if torch.cuda.is_available() or auto_cpu:
+        return
+    raise ConfigError(
+        f"data.decode=gpu with trainer.accelerator={accelerator} but this machine has no CUDA "
+        "device for nvJPEG to decode on: use data.decode=cpu, or trainer=cpu (which decodes "
+        "the batches on the CPU)"
+    )
 
 
 def resolve_resume(ckpt_path: str, log_dir: str, task: str) -> Path:
@@ -110,6 +127,7 @@ def check_eval_config(cfg: DictConfig, hardware: bool = True) -> None:
     """What ``src/eval.py`` needs: a readable checkpoint, and its run's config still valid; or,
     with no ``ckpt_path``, a network the config builds from ``model.init_from``."""
     check_limits(cfg)
+    check_decode_device(cfg, hardware)
     check_trainer_config(cfg.trainer, hardware)
     if cfg.weights not in ("averaged", "trained"):
         raise ConfigError(f"weights={cfg.weights!r} is not valid: use averaged or trained")
