@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,7 @@ from mobilenet_lab.data.hf import HFDataModule
 from mobilenet_lab.jobs.startup_checks import check_train_config
 from mobilenet_lab.runs.errors import ConfigError
 from mobilenet_lab.train import train
+from tests.conftest import ROOT, run_cli
 
 CLASSES = ["cat", "dog", "fox"]
 SHORT = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false", "~callbacks.model_summary",
@@ -168,3 +171,67 @@ def test_an_uncached_hub_name_fails_at_once(run_main, tmp_path: Path) -> None:
         said = ["and HF_HUB_OFFLINE=1"] if env else ["could not be asked", "not a data set on"]
         assert any(words in line for words in said), line
         assert not (tmp_path / "logs").exists()
+
+
+class SeenImages(L.Callback):
+    """Appends, after each training batch, its epoch, index and images (by ``index_of``) to
+    ``<out_dir>/rank<global rank>.jsonl``: what each DDP rank trained on, kept through a kill."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:  # fmt: skip
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        row = {"epoch": trainer.current_epoch, "batch": batch_idx, "images": index_of(batch[0])}
+        with open(self.out_dir / f"rank{trainer.global_rank}.jsonl", "a") as file:
+            file.write(json.dumps(row) + "\n")
+
+
+def write_shards(folder: Path, shards: int = 4, per_shard: int = 8) -> Path:
+    """Train in ``shards`` parquet files, validation and test in one each."""
+    folder.mkdir()
+    for shard in range(shards):
+        image_table(per_shard, start=shard * per_shard).to_parquet(
+            folder / f"train-{shard}.parquet"
+        )
+    image_table(4, start=32).to_parquet(folder / "validation-0.parquet")
+    image_table(4, start=36).to_parquet(folder / "test-0.parquet")
+    return folder
+
+
+@pytest.mark.slow
+def test_streaming_over_2_ddp_ranks_sees_each_image_once_and_resumes_mid_epoch(
+    tmp_path: Path,
+) -> None:
+    """2 CPU ranks x 2 loader workers, 32 train images in 4 shards, batch 4: 4 batches per
+    rank an epoch. Killed as batch 2 of epoch 1 starts, resumed from the step checkpoint:
+    epoch 0 and epoch 1 (its first run's batches and the resumed run's) each hold every image
+    once."""
+    from tests.kill_switch import kill_env
+
+    data, seen, logs = write_shards(tmp_path / "shards"), tmp_path / "seen", tmp_path / "logs"
+    args = ["trainer=ddp_cpu", "data=hf", f"data.name={data}", "data.streaming=true",
+            "data.num_workers=2", "data.augment=false", "data.shuffle_buffer=0",
+            "trainer.max_epochs=2", f"paths.log_dir={logs}", *SHORT[1:], "data.num_workers=2"]  # fmt: skip
+    callbacks = ["+callbacks.kill._target_=tests.kill_switch.KillSwitch",
+                 "+callbacks.seen._target_=tests.test_hf_data.SeenImages",
+                 f"+callbacks.seen.out_dir={seen}",
+                 "+callbacks.step._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+                 f"+callbacks.step.dirpath={tmp_path / 'steps'}", "+callbacks.step.filename=step",
+                 "+callbacks.step.every_n_train_steps=1",
+                 "+callbacks.step.enable_version_counter=false"]  # fmt: skip
+    path = f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    killed = run_cli("src/train.py", *args, *callbacks, env={"PYTHONPATH": path, **kill_env(1, 2)})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    resumed = run_cli("src/train.py", *args, f"ckpt_path={tmp_path / 'steps' / 'step.ckpt'}",
+                      env={"PYTHONPATH": path})  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = [json.loads(line) for rank in (0, 1) for line in
+            (seen / f"rank{rank}.jsonl").read_text().splitlines()]  # fmt: skip
+    for epoch in (0, 1):
+        batches = sorted((row["batch"], len(row["images"])) for row in rows
+                         if row["epoch"] == epoch)  # fmt: skip
+        assert batches == [(b, 4) for b in range(4) for _ in range(2)]  # each rank 4 batches once
+        images = sorted(i for row in rows if row["epoch"] == epoch for i in row["images"])
+        assert images == list(range(32))

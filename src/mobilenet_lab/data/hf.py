@@ -308,10 +308,13 @@ class StreamLoader:
     """A rank's training batches of a stream: exactly ``batches`` full batches an epoch on
     every rank (DDP's ranks must step together, or training hangs), the stream's remainder
     dropped, as ``drop_last`` does. Samples come from the workers one by one and are batched
-    here, so at most a batch is dropped per rank, not one per worker. ``state_dict`` holds
-    every rank's loader state (Lightning saves it in the checkpoint from rank 0 alone), so a
-    run killed mid-epoch resumes each rank at the batch where it stopped. Having a length, it
-    is not read ahead by Lightning, so its state is that of the batches trained on."""
+    here, so at most a batch is dropped per rank, not one per worker. Having a length, it is
+    not read ahead by Lightning, so its ``position`` is that of the batches trained on.
+
+    Where it stands goes into checkpoints through the data module's ``state_dict``, not the
+    loader's: Lightning gives a loader its state only when it builds the loader after the
+    checkpoint is read, and the learning-rate schedule (``estimated_stepping_batches``) has
+    built it before; and Lightning's copy is rank 0's alone."""
 
     def __init__(
         self, dataset: StreamedImages, batch_size: int, batches: int, workers: int
@@ -343,10 +346,19 @@ class StreamLoader:
             yield collate_naming_bad(batch)
 
     def state_dict(self) -> dict:
+        """Empty: Lightning's copy (see above); having it tells Lightning the loader resumes."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Nothing to load from Lightning's copy: ``resume_at`` goes on from the data module's."""
+
+    def position(self) -> dict:
+        """Every rank's epoch, batches done and loader state (the workers' stream positions)."""
         state = {"epoch": self.epoch, "done": self.done, "loader": self.loader.state_dict()}
         return {"ranks": _gather(state)}
 
-    def load_state_dict(self, state: dict) -> None:
+    def resume_at(self, state: dict) -> None:
+        """Goes on from a ``position``: this rank's, at the batch after the last one trained."""
         ranks, distributed = state["ranks"], torch.distributed.is_initialized()
         world = torch.distributed.get_world_size() if distributed else 1
         if len(ranks) != world:
@@ -416,6 +428,8 @@ class HFDataModule(EncodedImageDataModule):
         self.classes = class_names(name, self.label, streaming)
         self.held_out = [split for split in ("val", "test") if split not in self.names]
         self.splits: dict[str, Any] = {}
+        self.train_stream: StreamLoader | None = None
+        self.resume_position: dict | None = None
 
     def source_name(self) -> str:
         return self.hparams.name
@@ -442,10 +456,10 @@ class HFDataModule(EncodedImageDataModule):
                 splits[split], splits["train"] = parts["test"], parts["train"]
             self.rows[split], self.rows["train"] = size, self.rows["train"] - size
             if rank_zero_only.rank == 0:
-                how = "its first" if hp.streaming else f"(split_seed={hp.split_seed})"
+                how = "its first" if hp.streaming else f"split_seed={hp.split_seed}"
                 print(
                     f"Holding out {split}: data.name={hp.name!r} has no {split} split, so "
-                    f"{size} images of train {how} are held out as {split} (data.val_size="
+                    f"{size} images of train ({how}) are held out as {split} (data.val_size="
                     f"{hp.val_size})"
                 )
         self.splits = splits
@@ -473,6 +487,13 @@ class HFDataModule(EncodedImageDataModule):
     def split_samples(self, split: str) -> Sequence[tuple[Encoded, int]]:
         return Rows(self.splits[split], self.image, self.label)
 
+    def state_dict(self) -> dict:
+        """The training stream's position (called on every rank as a checkpoint is written)."""
+        return {"train_stream": self.train_stream.position()} if self.train_stream else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.resume_position = state.get("train_stream")
+
     def _loader(self, split: str, training: bool, shuffle: bool | None = None) -> Any:
         if not self.hparams.streaming:
             return super()._loader(split, training, shuffle)
@@ -493,7 +514,11 @@ class HFDataModule(EncodedImageDataModule):
                     f"data.batch_size={hp.batch_size} on {world} rank(s) needs at least "
                     f"{hp.batch_size * world} train images; {hp.name!r} has {self.rows[split]}"
                 )
-            return StreamLoader(dataset, hp.batch_size, batches, self.num_workers)
+            self.train_stream = StreamLoader(dataset, hp.batch_size, batches, self.num_workers)
+            if self.resume_position is not None:
+                self.train_stream.resume_at(self.resume_position)
+                self.resume_position = None
+            return self.train_stream
         return DataLoader(
             dataset, batch_size=hp.batch_size, num_workers=self.num_workers,
             collate_fn=collate_naming_bad, pin_memory=torch.cuda.is_available(),
