@@ -212,8 +212,8 @@ def test_streaming_over_2_ddp_ranks_sees_each_image_once_and_resumes_mid_epoch(
 
     data, seen, logs = write_shards(tmp_path / "shards"), tmp_path / "seen", tmp_path / "logs"
     args = ["trainer=ddp_cpu", "data=hf", f"data.name={data}", "data.streaming=true",
-            "data.num_workers=2", "data.augment=false", "data.shuffle_buffer=0",
-            "trainer.max_epochs=2", f"paths.log_dir={logs}", *SHORT[1:], "data.num_workers=2"]  # fmt: skip
+            "data.augment=false", "data.shuffle_buffer=0", *SHORT[1:6], "trainer.max_epochs=2",
+            "data.num_workers=2", "data.batch_size=4", f"paths.log_dir={logs}"]  # fmt: skip
     callbacks = ["+callbacks.kill._target_=tests.kill_switch.KillSwitch",
                  "+callbacks.seen._target_=tests.test_hf_data.SeenImages",
                  f"+callbacks.seen.out_dir={seen}",
