@@ -41,17 +41,20 @@ def encoded(index: int, kind: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-def image_table(count: int, start: int = 0, label: str = "classes") -> Any:
+def image_table(
+    count: int, start: int = 0, label: str = "classes", broken: tuple[int, ...] = ()
+) -> Any:
     """``count`` images (PNGs and JPEGs) with an ``index`` column; ``label``: a ClassLabel
-    ("classes"), plain integers ("ints") or strings ("strings")."""
+    ("classes"), plain integers ("ints") or strings ("strings"); the ``broken`` ones cut short."""
     import datasets
 
     indices = list(range(start, start + count))
+    files = [encoded(i, "PNG" if i % 2 else "JPEG") for i in indices]
+    files = [data[: len(data) // 3] if i in broken else data for i, data in zip(indices, files)]
     labels = [i % len(CLASSES) for i in indices]
     table = datasets.Dataset.from_dict({
         "index": indices,
-        "picture": [{"bytes": encoded(i, "PNG" if i % 2 else "JPEG"), "path": f"{i}.img"}
-                    for i in indices],
+        "picture": [{"bytes": data, "path": f"{i}.img"} for i, data in zip(indices, files)],
         "kind": [CLASSES[c] if label == "strings" else c for c in labels],
     }).cast_column("picture", datasets.Image())  # fmt: skip
     if label == "classes":
@@ -104,7 +107,8 @@ def test_a_missing_split_is_held_out_of_train_and_said(saved: Path, capsys) -> N
     dm.setup()
     (line,) = capsys.readouterr().out.splitlines()
     assert line.startswith(f"Holding out val: data.name={str(saved)!r} has no val split, so 6")
-    assert len(dm.splits["train"]) == 18 and len(dm.splits["val"]) == 6
+    train, val = ({file for file, _ in dm.split_samples(split)} for split in ("train", "val"))
+    assert (len(train), len(val), len(train | val)) == (18, 6, 24)  # disjoint, all of train
     again = HFDataModule(str(saved), num_classes=3, num_workers=0, val_size=6, split_seed=3)
     again.setup()
     assert [r[0] for r in again.split_samples("val")] == [r[0] for r in dm.split_samples("val")]
@@ -188,16 +192,43 @@ class SeenImages(L.Callback):
             file.write(json.dumps(row) + "\n")
 
 
-def write_shards(folder: Path, shards: int = 4, per_shard: int = 8) -> Path:
+def write_shards(
+    folder: Path, shards: int = 4, per_shard: int = 8, broken: tuple[int, ...] = ()
+) -> Path:
     """Train in ``shards`` parquet files, validation and test in one each."""
     folder.mkdir()
     for shard in range(shards):
-        image_table(per_shard, start=shard * per_shard).to_parquet(
-            folder / f"train-{shard}.parquet"
-        )
+        table = image_table(per_shard, start=shard * per_shard, broken=broken)
+        table.to_parquet(folder / f"train-{shard}.parquet")
     image_table(4, start=32).to_parquet(folder / "validation-0.parquet")
     image_table(4, start=36).to_parquet(folder / "test-0.parquet")
     return folder
+
+
+def test_a_stream_replaces_bad_images_and_resumes_at_its_position(tmp_path: Path) -> None:
+    """2 loader workers, a shard each; image 5 cannot be decoded: worker 0 gives its last good
+    image (4) in its place and names it. A new loader put at the position after batch 1 gives
+    the first loader's batches 2 and 3."""
+    data = write_shards(tmp_path / "shards", shards=2, broken=(5,))
+    settings = {"num_classes": 3, "streaming": True, "num_workers": 2, "image_size": 32,
+                "batch_size": 4, "augment": False, "shuffle_buffer": 0}  # fmt: skip
+    dm = HFDataModule(str(data), **settings)
+    dm.setup()
+    loader = dm.train_dataloader()
+    batches, bad = [], []
+    for images, labels, names in loader:
+        batches.append(index_of(images))
+        bad += names
+        assert labels.tolist() == [i % 3 for i in index_of(images)]
+        if len(batches) == 2:
+            position = loader.position()
+    assert len(loader) == len(batches) == 4
+    assert sorted(sum(batches, [])) == sorted([i for i in range(16) if i != 5] + [4])
+    assert bad == [bad[0]] and bad[0].startswith("5.img (")
+    again = HFDataModule(str(data), **settings)
+    again.setup()
+    again.load_state_dict({"train_stream": position})
+    assert [index_of(images) for images, _, _ in again.train_dataloader()] == batches[2:]
 
 
 @pytest.mark.slow
