@@ -50,11 +50,13 @@ def image_table(
 
     indices = list(range(start, start + count))
     files = [encoded(i, "PNG" if i % 2 else "JPEG") for i in indices]
-    files = [data[: len(data) // 3] if i in broken else data for i, data in zip(indices, files)]
+    files = [data[: len(data) // 3] if i in broken else data
+             for i, data in zip(indices, files, strict=True)]  # fmt: skip
     labels = [i % len(CLASSES) for i in indices]
     table = datasets.Dataset.from_dict({
         "index": indices,
-        "picture": [{"bytes": data, "path": f"{i}.img"} for i, data in zip(indices, files)],
+        "picture": [{"bytes": data, "path": f"{i}.img"}
+                    for i, data in zip(indices, files, strict=True)],
         "kind": [CLASSES[c] if label == "strings" else c for c in labels],
     }).cast_column("picture", datasets.Image())  # fmt: skip
     if label == "classes":
@@ -223,7 +225,7 @@ def test_a_stream_replaces_bad_images_and_resumes_at_its_position(tmp_path: Path
         if len(batches) == 2:
             position = loader.position()
     assert len(loader) == len(batches) == 4
-    assert sorted(sum(batches, [])) == sorted([i for i in range(16) if i != 5] + [4])
+    assert sorted(i for batch in batches for i in batch) == sorted([*range(5), 4, *range(6, 16)])
     assert bad == [bad[0]] and bad[0].startswith("5.img (")
     again = HFDataModule(str(data), **settings)
     again.setup()
