@@ -268,3 +268,11 @@ def test_streaming_over_2_ddp_ranks_sees_each_image_once_and_resumes_mid_epoch(
         assert batches == [(b, 4) for b in range(4) for _ in range(2)]  # each rank 4 batches once
         images = sorted(i for row in rows if row["epoch"] == epoch for i in row["images"])
         assert images == list(range(32))
+
+
+def test_a_missing_path_or_a_folder_without_tables_fails_at_once(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data\.name='/no/such/folder' does not exist: give"):
+        HFDataModule("/no/such/folder", num_classes=3)
+    (tmp_path / "notes.txt").write_text("no tables here")
+    with pytest.raises(ConfigError, match=r"holds no \.parquet or \.arrow file: give a save_to"):
+        HFDataModule(str(tmp_path), num_classes=3)

@@ -64,7 +64,7 @@ def check_reachable(name: str) -> None:
     """A hub name must be cached, or on the hub and the hub reachable within seconds: offline,
     ``load_dataset`` would fail only after its own look-ups, and where the network drops
     packets it would wait for minutes."""
-    if Path(name).exists() or any(folder.is_dir() for folder in _hub_cache_folders(name)):
+    if any(folder.is_dir() for folder in _hub_cache_folders(name)):
         return
     cache = _hub_cache_folders(name)[0].parent
     if _offline():
@@ -115,30 +115,46 @@ def open_source(name: str, streaming: bool) -> Any:
     cached, so the config check, the resolver and the data module open it once."""
     import datasets
 
-    check_reachable(name)
-    path = Path(name)
+    path = Path(name).expanduser()
+    if not path.exists() and (path.is_absolute() or name.startswith((".", "~")) or
+                              name.count("/") > 1):  # fmt: skip
+        raise ConfigError(
+            f"data.name={name!r} does not exist: give a save_to_disk folder, parquet or arrow "
+            "files, or a hub name (owner/name)"
+        )
+    if not path.exists():
+        check_reachable(name)
+    local = _local_files(path) if path.exists() and not _saved_to_disk(path) else None
     try:
-        if path.is_dir() and any((path / f).is_file() for f in ("dataset_dict.json", "state.json")):
-            loaded = datasets.load_from_disk(str(path))
-            if isinstance(loaded, datasets.Dataset):
-                loaded = datasets.DatasetDict(train=loaded)
-            if streaming:  # a stream of the local tables: as many shards as arrow files
-                shards = {split: max(1, len(ds.cache_files)) for split, ds in loaded.items()}
-                loaded = datasets.IterableDatasetDict(
-                    {split: ds.to_iterable_dataset(shards[split]) for split, ds in loaded.items()}
-                )
-            return loaded
-        if path.exists():
-            kind, files = _local_files(path)
-            if isinstance(files, str):
-                return datasets.load_dataset(kind, data_dir=files, streaming=streaming)
-            return datasets.load_dataset(kind, data_files=files, streaming=streaming)
+        if _saved_to_disk(path):
+            return _from_disk(path, streaming)
+        if local is not None:
+            kind, files = local
+            where = {"data_dir": files} if isinstance(files, str) else {"data_files": files}
+            return datasets.load_dataset(kind, **where, streaming=streaming)
         return datasets.load_dataset(name, streaming=streaming)
-    except (FileNotFoundError, ValueError, ConnectionError, OSError) as error:
-        if isinstance(error, ConfigError):
-            raise
+    except (OSError, ValueError) as error:  # files that are not what they say, a hub error
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ConfigError(f"data.name={name!r} is not read: {first}") from error
+
+
+def _saved_to_disk(path: Path) -> bool:
+    return path.is_dir() and any((path / f).is_file() for f in ("dataset_dict.json", "state.json"))
+
+
+def _from_disk(path: Path, streaming: bool) -> Any:
+    """A ``save_to_disk`` folder's splits; streaming, as streams of their arrow files."""
+    import datasets
+
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.Dataset):
+        loaded = datasets.DatasetDict(train=loaded)
+    if not streaming:
+        return loaded
+    shards = {split: max(1, len(ds.cache_files)) for split, ds in loaded.items()}
+    return datasets.IterableDatasetDict(
+        {split: ds.to_iterable_dataset(shards[split]) for split, ds in loaded.items()}
+    )
 
 
 def split_names(source: Any) -> dict[str, str]:
@@ -218,9 +234,7 @@ def class_names(name: str, label_column: str | None, streaming: bool = False) ->
     from datasets import ClassLabel
 
     features = _train_split(name, streaming).features
-    label = find_columns(features, None, label_column)[1] if label_column is None else label_column
-    find_columns(features, None, label)
-    feature = features[label]
+    feature = features[find_columns(features, None, label_column)[1]]
     return list(feature.names) if isinstance(feature, ClassLabel) else None
 
 
