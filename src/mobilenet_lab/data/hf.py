@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -325,38 +325,62 @@ class StreamLoader:
     here, so at most a batch is dropped per rank, not one per worker. Having a length, it is
     not read ahead by Lightning, so its ``position`` is that of the batches trained on.
 
+    The first pass started in an epoch is the training one, whose position is kept; a later
+    one (``PreciseBatchNorm`` reading training batches after the epoch) reads the stream
+    afresh. A ``resume_at`` position is gone on from only where Lightning resumes the same
+    epoch after the same batches (``progress``: its ``(epoch, batches done)``, None outside a
+    trainer); else the epoch starts anew.
+
     Where it stands goes into checkpoints through the data module's ``state_dict``, not the
     loader's: Lightning gives a loader its state only when it builds the loader after the
     checkpoint is read, and the learning-rate schedule (``estimated_stepping_batches``) has
     built it before; and Lightning's copy is rank 0's alone."""
 
     def __init__(
-        self, dataset: StreamedImages, batch_size: int, batches: int, workers: int
+        self,
+        dataset: StreamedImages,
+        batch_size: int,
+        batches: int,
+        workers: int,
+        progress: Callable[[], tuple[int, int]] | None = None,
     ) -> None:
-        from torchdata.stateful_dataloader import StatefulDataLoader
-
         self.dataset, self.batch_size, self.batches = dataset, batch_size, batches
-        self.loader = StatefulDataLoader(
-            dataset, batch_size=None, num_workers=workers, persistent_workers=False,
-            pin_memory=torch.cuda.is_available(), snapshot_every_n_steps=batch_size,
-        )  # fmt: skip
-        self.epoch, self.done, self.started, self.resuming = 0, 0, False, False
+        self.workers, self.progress = workers, progress
+        self.training: dict | None = None  # the training pass: epoch, done, loader
+        self.resume_from: dict | None = None
 
     def __len__(self) -> int:
         return self.batches
 
+    def _new_loader(self) -> Any:
+        from torchdata.stateful_dataloader import StatefulDataLoader
+
+        return StatefulDataLoader(
+            self.dataset, batch_size=None, num_workers=self.workers, persistent_workers=False,
+            pin_memory=torch.cuda.is_available(), snapshot_every_n_steps=self.batch_size,
+        )  # fmt: skip
+
     def __iter__(self) -> Iterator[tuple]:
-        if not self.resuming:  # a new epoch (Lightning asks for one iterator an epoch)
-            self.epoch, self.done = self.epoch + self.started, 0
-        self.started, self.resuming = True, False
-        self.dataset.set_epoch(self.epoch)
-        samples = iter(self.loader)
-        while self.done < self.batches:
+        saved, self.resume_from = self.resume_from, None
+        epoch, done = self.progress() if self.progress else (None, None)
+        if saved is not None and (epoch, done) in ((None, None), (saved["epoch"], saved["done"])):
+            epoch = saved["epoch"]
+        else:
+            saved, epoch = None, 0 if epoch is None else epoch
+        first = self.training is None or self.training["epoch"] != epoch or saved is not None
+        now = {"epoch": epoch, "done": saved["done"] if saved else 0, "loader": self._new_loader()}
+        if first:
+            self.training = now
+        self.dataset.set_epoch(epoch)
+        if saved is not None:
+            now["loader"].load_state_dict(saved["loader"])
+        samples = iter(now["loader"])
+        while now["done"] < self.batches:
             batch = list(itertools.islice(samples, self.batch_size))
             if len(batch) < self.batch_size:  # this rank's share ran out: its shards were small
-                samples = iter(self.loader)  # the stream again from its start
+                samples = iter(now["loader"])  # the stream again from its start
                 batch += list(itertools.islice(samples, self.batch_size - len(batch)))
-            self.done += 1
+            now["done"] += 1
             yield collate_naming_bad(batch)
 
     def state_dict(self) -> dict:
@@ -368,11 +392,12 @@ class StreamLoader:
 
     def position(self) -> dict:
         """Every rank's epoch, batches done and loader state (the workers' stream positions)."""
-        state = {"epoch": self.epoch, "done": self.done, "loader": self.loader.state_dict()}
+        now = self.training or {"epoch": 0, "done": 0, "loader": self._new_loader()}
+        state = {"epoch": now["epoch"], "done": now["done"], "loader": now["loader"].state_dict()}
         return {"ranks": _gather(state)}
 
     def resume_at(self, state: dict) -> None:
-        """Goes on from a ``position``: this rank's, at the batch after the last one trained."""
+        """Goes on from a ``position`` (this rank's) when the next pass starts where it was."""
         ranks, distributed = state["ranks"], torch.distributed.is_initialized()
         world = torch.distributed.get_world_size() if distributed else 1
         if len(ranks) != world:
@@ -380,11 +405,7 @@ class StreamLoader:
                 f"the checkpoint holds the stream positions of {len(ranks)} rank(s), and this "
                 f"run has {world}: resume a streamed run on as many devices"
             )
-        mine = ranks[torch.distributed.get_rank() if distributed else 0]
-        self.epoch, self.done, self.started = mine["epoch"], mine["done"], True
-        self.resuming = self.done < self.batches  # else saved as its epoch ended: the next anew
-        if self.resuming:
-            self.loader.load_state_dict(mine["loader"])
+        self.resume_from = ranks[torch.distributed.get_rank() if distributed else 0]
 
 
 class HFDataModule(EncodedImageDataModule):
@@ -501,6 +522,11 @@ class HFDataModule(EncodedImageDataModule):
     def split_samples(self, split: str) -> Sequence[tuple[Encoded, int]]:
         return Rows(self.splits[split], self.image, self.label)
 
+    def _progress(self) -> tuple[int, int]:
+        """The epoch Lightning trains, and the batches of it done (restored on a resume)."""
+        trainer = self.trainer
+        return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.ready
+
     def state_dict(self) -> dict:
         """The training stream's position (called on every rank as a checkpoint is written)."""
         return {"train_stream": self.train_stream.position()} if self.train_stream else {}
@@ -528,7 +554,10 @@ class HFDataModule(EncodedImageDataModule):
                     f"data.batch_size={hp.batch_size} on {world} rank(s) needs at least "
                     f"{hp.batch_size * world} train images; {hp.name!r} has {self.rows[split]}"
                 )
-            self.train_stream = StreamLoader(dataset, hp.batch_size, batches, self.num_workers)
+            self.train_stream = StreamLoader(
+                dataset, hp.batch_size, batches, self.num_workers,
+                self._progress if trainer is not None else None,
+            )  # fmt: skip
             if self.resume_position is not None:
                 self.train_stream.resume_at(self.resume_position)
                 self.resume_position = None
