@@ -13,3 +13,12 @@ def _count_classes(data_dir: str) -> int:
 
 OmegaConf.register_new_resolver("count_classes", _count_classes, replace=True)
 OmegaConf.register_new_resolver("abspath", lambda path: os.path.abspath(path), replace=True)
+
+
+def _hf_classes(name: str, label_column: str | None, streaming: bool) -> int:
+    from mobilenet_lab.data.hf import count_classes
+
+    return count_classes(name, label_column, streaming)
+
+
+OmegaConf.register_new_resolver("hf_classes", _hf_classes, replace=True)

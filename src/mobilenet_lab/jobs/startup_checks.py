@@ -380,6 +380,7 @@ LIMITS: dict[str, Limit] = {
     "data.color_jitter": number(0),
     "data.re_prob": number(0, 1),
     "data.max_image_pixels": PIXELS,
+    "data.shuffle_buffer": whole(0).why("images; 0: stream order"),
     # model (timm's networks; V1 checks its dropout itself too)
     "model.dropout": number(0, 1, open_high=True),
     "model.drop_path": number(0, 1, open_high=True),
