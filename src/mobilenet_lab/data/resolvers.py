@@ -11,5 +11,12 @@ def _count_classes(data_dir: str) -> int:
     return count_classes(data_dir)
 
 
+def _shard_classes(data_dir: str) -> int:
+    from mobilenet_lab.data.shards import count_shard_classes
+
+    return count_shard_classes(data_dir)
+
+
 OmegaConf.register_new_resolver("count_classes", _count_classes, replace=True)
+OmegaConf.register_new_resolver("shard_classes", _shard_classes, replace=True)
 OmegaConf.register_new_resolver("abspath", lambda path: os.path.abspath(path), replace=True)
