@@ -34,9 +34,13 @@ def test_every_group_has_options() -> None:
 
 
 @pytest.mark.parametrize(("group", "option"), ALL_OPTIONS)
-def test_option_composes_and_resolves(make_cfg, image_tree, group: str, option: str) -> None:
+def test_option_composes_and_resolves(
+    make_cfg, image_tree, request: pytest.FixtureRequest, group: str, option: str
+) -> None:
     folder = [f"data.data_dir={image_tree}"]  # a folder to count classes in
     needs = {"imagefolder": folder, "imagenet_keras": folder, "paper_v1": folder, "timm_v1": folder}
+    if option == "shards":  # shards of those images, written only for this option
+        needs["shards"] = [f"data.data_dir={request.getfixturevalue('image_shards')}"]
     cfg = make_cfg("train", [f"{group}={option}", *needs.get(option, [])])
     assert cfg.hydra.runtime.choices[group] == option
     assert OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves

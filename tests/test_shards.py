@@ -15,12 +15,12 @@ import lightning as L
 import pytest
 from litdata import StreamingDataset, optimize
 
-from mobilenet_lab.data.shards import ShardsDataModule, write_shards
+from mobilenet_lab.data.shards import ShardsDataModule
 from mobilenet_lab.jobs.startup_checks import check_train_config
 from mobilenet_lab.runs.errors import ConfigError
 from mobilenet_lab.train import train
 from tests.conftest import ROOT, run_cli
-from tests.data_files import write_image_tree
+from tests.data_files import write_image_tree, write_shards_of
 from tests.kill_switch import kill_env
 
 SHORT = ["model.alpha=0.25", "data.image_size=32", "data.batch_size=4", "data.num_workers=0",
@@ -34,21 +34,12 @@ def image_folder(root: Path, per_class: int = 4, corrupt: bool = False) -> Path:
     return tree
 
 
-def shards_of(tree: Path, out: Path) -> Path:
-    from mobilenet_lab.data.imagefolder import ImageFolderDataModule, count_classes
-
-    module = ImageFolderDataModule(str(tree), count_classes(str(tree)))
-    module.setup()
-    write_shards(module, module.classes, str(out))
-    return out
-
-
 @pytest.fixture(scope="module")
 def tree_and_shards(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """An image folder with one truncated JPEG in train/, and its shards."""
     root = tmp_path_factory.mktemp("shards")
     tree = image_folder(root / "tree", corrupt=True)
-    return tree, shards_of(tree, root / "shards")
+    return tree, write_shards_of(tree, root / "shards")
 
 
 def test_make_shards_keeps_each_files_bytes_and_never_overwrites(run_main, tmp_path: Path) -> None:
@@ -61,9 +52,11 @@ def test_make_shards_keeps_each_files_bytes_and_never_overwrites(run_main, tmp_p
     assert info["classes"] == ["class_0", "class_1", "class_2"]
     assert info["splits"] == {"train": 6, "val": 6, "test": 6}
     for split in ("train", "val", "test"):
-        items = list(StreamingDataset(str(out / split)))
+        written = list(StreamingDataset(str(out / split)))
+        items = sorted(written, key=lambda item: item["index"])
         files = sorted((tree / split).glob("*/*.jpg"))
         assert [item["index"] for item in items] == list(range(len(files)))
+        assert (written != items) == (split == "train")  # training's order mixes the classes
         for index, (item, path) in enumerate(zip(items, files, strict=True)):
             assert bytes(item["image"]) == path.read_bytes()
             assert item["name"] == f"{split}[{index}] ({path})"
@@ -181,7 +174,9 @@ def test_ddp_ranks_and_workers_see_each_image_once_and_resume_mid_epoch(tmp_path
     image is trained on once, but for the 38 mod 8 that the epoch drops so that both ranks
     train on 4 batches. A run killed as batch 2 of epoch 0 starts (a step checkpoint after
     each step) resumes from its last.ckpt with exactly the images it had not trained on."""
-    shards = shards_of(write_image_tree(tmp_path / "tree", classes=2, per_class=19), tmp_path / "s")
+    shards = write_shards_of(
+        write_image_tree(tmp_path / "tree", classes=2, per_class=19), tmp_path / "s"
+    )
     module = ShardsDataModule(str(shards), 2, image_size=32, augment=False, num_workers=0)
     decode = module.decoder(training=False)
     index_of = {image_digest(decode(item["image"])): item["index"]

@@ -154,7 +154,9 @@ def write_shards(
     num_workers: int = 1,
 ) -> dict[str, int]:  # fmt: skip
     """Writes every split of ``module`` (``setup`` done) as shards under ``out``; returns the
-    images per split. ``out`` must be new or empty: shards are never overwritten."""
+    images per split. ``out`` must be new or empty: shards are never overwritten. The training
+    split is written in a random order: LitData shuffles chunks, and items only within a
+    chunk, so chunks written in the source's class order would make one-class batches."""
     if _holds_files(out):
         raise ConfigError(
             f"out={out!r} is not empty: give a new folder (shards are never overwritten)"
@@ -164,8 +166,11 @@ def write_shards(
     for split in splits:
         samples = module.split_samples(split)
         counts[split] = len(samples)
+        order = range(len(samples))  # training: mixed, so that each chunk mixes the classes
+        if split == "train":
+            order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(0))
         optimize(
-            fn=ShardItem(samples, split), inputs=list(range(len(samples))),
+            fn=ShardItem(samples, split), inputs=[int(i) for i in order],
             output_dir=f"{out.rstrip('/')}/{split}", chunk_bytes=chunk_bytes,
             num_workers=num_workers, reorder_files=False, keep_data_ordered=True, verbose=False,
             start_method="fork" if sys.platform == "linux" else None,
