@@ -50,6 +50,7 @@ def image_folder(tree: Path, work: Path, settings: dict) -> L.LightningDataModul
 def hf_parquet(tree: Path, work: Path, settings: dict) -> L.LightningDataModule:
     """The training JPEGs' bytes in one parquet file with Hugging Face's features."""
     import datasets
+
     from mobilenet_lab.data.hf import HFDataModule
 
     datasets.disable_progress_bars()

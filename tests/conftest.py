@@ -196,6 +196,14 @@ def image_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_image_tree(tmp_path_factory.mktemp("images"))
 
 
+@pytest.fixture(scope="session")
+def image_shards(image_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``image_tree`` as LitData shards (``data=shards``)."""
+    from tests.data_files import write_shards_of
+
+    return write_shards_of(image_tree, tmp_path_factory.mktemp("shards") / "shards")
+
+
 def test_split_accuracy(
     logits: Callable[[Any], Any], datamodule: Any, max_images: int | None = None
 ) -> float:

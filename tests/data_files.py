@@ -55,6 +55,18 @@ def write_image_tree(
     return root
 
 
+def write_shards_of(tree: Path, out: Path) -> Path:
+    """An image folder (``write_image_tree``) as LitData shards, as scripts/make_shards.py
+    writes them."""
+    from mobilenet_lab.data.imagefolder import ImageFolderDataModule, count_classes
+    from mobilenet_lab.data.shards import write_shards
+
+    module = ImageFolderDataModule(str(tree), count_classes(str(tree)))
+    module.setup()
+    write_shards(module, module.classes, str(out))
+    return out
+
+
 def write_twins(folder: Path, levels: np.ndarray, stem: str = "") -> dict[str, Path]:
     """``levels`` (8-bit grey) as an 8-bit PNG and its twins: 16-bit PNG, 16-bit TIFF, 16-bit
     PGM (Pillow's mode I), 32-bit float TIFF; 8-bit level p is 16-bit 257 p, float p / 255."""

@@ -33,10 +33,29 @@ def test_every_group_has_options() -> None:
     assert all(options(group) for group in GROUPS)
 
 
+def parquet_of(folder: Path, path: Path) -> Path:
+    """A class folder's images as a Hugging Face parquet file (image bytes, class label)."""
+    from datasets import ClassLabel, Dataset, Features, Image
+
+    classes = sorted(entry.name for entry in folder.iterdir())
+    files = [(f, c) for c, name in enumerate(classes) for f in sorted((folder / name).iterdir())]
+    features = Features({"image": Image(), "label": ClassLabel(names=classes)})
+    rows = {"image": [{"bytes": f.read_bytes(), "path": None} for f, _ in files],
+            "label": [c for _, c in files]}  # fmt: skip
+    Dataset.from_dict(rows, features=features).to_parquet(str(path))
+    return path
+
+
 @pytest.mark.parametrize(("group", "option"), ALL_OPTIONS)
-def test_option_composes_and_resolves(make_cfg, image_tree, group: str, option: str) -> None:
+def test_option_composes_and_resolves(
+    make_cfg, image_tree, request, tmp_path: Path, group: str, option: str
+) -> None:
     folder = [f"data.data_dir={image_tree}"]  # a folder to count classes in
     needs = {"imagefolder": folder, "imagenet_keras": folder, "paper_v1": folder, "timm_v1": folder}
+    if option == "shards":  # shards of those images, written only for this option
+        needs["shards"] = [f"data.data_dir={request.getfixturevalue('image_shards')}"]
+    if option == "hf":  # the same images as a parquet file, written only for this option
+        needs["hf"] = [f"data.name={parquet_of(image_tree / 'train', tmp_path / 'train.parquet')}"]
     cfg = make_cfg("train", [f"{group}={option}", *needs.get(option, [])])
     assert cfg.hydra.runtime.choices[group] == option
     assert OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves

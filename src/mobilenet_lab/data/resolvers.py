@@ -11,8 +11,10 @@ def _count_classes(data_dir: str) -> int:
     return count_classes(data_dir)
 
 
-OmegaConf.register_new_resolver("count_classes", _count_classes, replace=True)
-OmegaConf.register_new_resolver("abspath", lambda path: os.path.abspath(path), replace=True)
+def _shard_classes(data_dir: str) -> int:
+    from mobilenet_lab.data.shards import count_shard_classes
+
+    return count_shard_classes(data_dir)
 
 
 def _hf_classes(name: str, label_column: str | None, streaming: bool) -> int:
@@ -21,4 +23,7 @@ def _hf_classes(name: str, label_column: str | None, streaming: bool) -> int:
     return count_classes(name, label_column, streaming)
 
 
+OmegaConf.register_new_resolver("count_classes", _count_classes, replace=True)
+OmegaConf.register_new_resolver("shard_classes", _shard_classes, replace=True)
 OmegaConf.register_new_resolver("hf_classes", _hf_classes, replace=True)
+OmegaConf.register_new_resolver("abspath", lambda path: os.path.abspath(path), replace=True)
