@@ -127,7 +127,8 @@ def test_trains_and_eval_scores_the_checkpoint(saved: Path, make_cfg, run_main, 
                          f"paths.log_dir={tmp_path / 'logs'}")  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     (metrics,) = (tmp_path / "logs").rglob("metrics.json")
-    assert json.loads(metrics.read_text())["test"] == pytest.approx(report["test"], abs=1e-6)
+    # relative: a one-epoch run's loss can be 1e10, where float rounding moves the 7th digit
+    assert json.loads(metrics.read_text())["test"] == pytest.approx(report["test"], rel=1e-5)
 
 
 @pytest.mark.parametrize(
