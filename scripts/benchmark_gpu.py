@@ -46,6 +46,7 @@ import platform
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -188,22 +189,7 @@ def training_speed(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    def window() -> None:
-        for _ in range(args.steps):
-            step()
-
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    first = median_seconds(step, repeats=1, warmup=0, device=device)
-    seconds = median_seconds(window, args.windows, args.warmup_windows, device)
-    figures = {
-        "images_per_s": round(args.steps * batch_size / seconds, 1),
-        "ms_per_step": round(1000 * seconds / args.steps, 2),
-        "first_step_s": round(first, 2),
-    }
-    if device.type == "cuda":
-        figures["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-    return figures
+    return timed(step, batch_size, device, args)
 
 
 def decode_speed(
@@ -227,6 +213,16 @@ def decode_speed(
         transform(images, training=True)
         done[0] += 1
 
+    size = len(batches[0])
+    return {**timed(step, size, device, args), "batch_size": size}
+
+
+def timed(
+    step: Callable[[], None], images_per_step: int, device: torch.device, args: argparse.Namespace
+) -> dict[str, float]:
+    """The first ``step`` alone, then the median of ``args.windows`` windows of
+    ``args.steps`` steps (after ``args.warmup_windows``), and the row's own peak GPU memory."""
+
     def window() -> None:
         for _ in range(args.steps):
             step()
@@ -235,10 +231,11 @@ def decode_speed(
         torch.cuda.reset_peak_memory_stats(device)
     first = median_seconds(step, repeats=1, warmup=0, device=device)
     seconds = median_seconds(window, args.windows, args.warmup_windows, device)
-    size = len(batches[0])
-    figures = {"images_per_s": round(args.steps * size / seconds, 1),
-               "ms_per_step": round(1000 * seconds / args.steps, 2),
-               "first_step_s": round(first, 2), "batch_size": size}  # fmt: skip
+    figures = {
+        "images_per_s": round(args.steps * images_per_step / seconds, 1),
+        "ms_per_step": round(1000 * seconds / args.steps, 2),
+        "first_step_s": round(first, 2),
+    }
     if device.type == "cuda":
         figures["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
     return figures

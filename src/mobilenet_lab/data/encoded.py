@@ -142,6 +142,8 @@ class EncodedImageDataModule(L.LightningDataModule):
             raise ConfigError(f"data.in_chans={in_chans} is not valid: images are read as RGB (3)")
         if decode not in DECODERS:
             raise ConfigError(f"data.decode={decode!r} is not valid: use one of {DECODERS}")
+        # the subclass's own arguments too (Lightning reads every __init__ frame up the chain)
+        self.save_hyperparameters()
         self.num_classes, self.in_chans, self.image_size = num_classes, in_chans, image_size
         self.mean, self.std = tuple(mean), tuple(std)
         self.bad_files: set[str] = set()

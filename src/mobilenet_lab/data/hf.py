@@ -20,8 +20,6 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from mobilenet_lab.data.encoded import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     Decoder,
     Encoded,
     EncodedImageDataModule,
@@ -429,28 +427,9 @@ class HFDataModule(EncodedImageDataModule):
         val_size: float = 0.1,
         split_seed: int = 0,
         shuffle_buffer: int = 1000,
-        in_chans: int = 3,
-        image_size: int = 224,
-        batch_size: int = 64,
-        num_workers: int | None = None,
-        crop_pct: float = 0.875,
-        interpolation: str = "bilinear",
-        hflip: float = 0.5,
-        color_jitter: float = 0.4,
-        auto_augment: str | None = None,
-        re_prob: float = 0.0,
-        mean: tuple[float, ...] = IMAGENET_MEAN,
-        std: tuple[float, ...] = IMAGENET_STD,
-        augment: bool = True,
-        max_image_pixels: int | None = None,
-        decode: str = "cpu",
+        **settings: Any,
     ) -> None:
-        super().__init__(
-            num_classes, in_chans, image_size, batch_size, num_workers, crop_pct, interpolation,
-            hflip, color_jitter, auto_augment, re_prob, mean, std, augment, max_image_pixels,
-            decode,
-        )  # fmt: skip
-        self.save_hyperparameters()
+        super().__init__(num_classes, **settings)  # saves every argument as hparams
         if not (0 < val_size < 1 or (isinstance(val_size, int) and val_size >= 1)):
             raise ConfigError(
                 f"data.val_size={val_size!r} is not valid: use a share of train in (0, 1) or a "

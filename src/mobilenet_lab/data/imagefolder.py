@@ -6,10 +6,9 @@ refused at start-up."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from mobilenet_lab.data.encoded import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     PIXELS_KEY,
     EncodedImageDataModule,
 )
@@ -73,29 +72,10 @@ class ImageFolderDataModule(EncodedImageDataModule):
         self,
         data_dir: str,
         num_classes: int,
-        in_chans: int = 3,
-        image_size: int = 224,
-        batch_size: int = 64,
-        num_workers: int | None = None,
-        crop_pct: float = 0.875,
-        interpolation: str = "bilinear",
-        hflip: float = 0.5,
-        color_jitter: float = 0.4,
-        auto_augment: str | None = None,
-        re_prob: float = 0.0,
-        mean: tuple[float, ...] = IMAGENET_MEAN,
-        std: tuple[float, ...] = IMAGENET_STD,
         strict: bool = False,
-        augment: bool = True,
-        max_image_pixels: int | None = None,
-        decode: str = "cpu",
+        **settings: Any,
     ) -> None:
-        super().__init__(
-            num_classes, in_chans, image_size, batch_size, num_workers, crop_pct, interpolation,
-            hflip, color_jitter, auto_augment, re_prob, mean, std, augment, max_image_pixels,
-            decode,
-        )  # fmt: skip
-        self.save_hyperparameters()
+        super().__init__(num_classes, **settings)  # saves every argument as hparams
         root = Path(data_dir)
         self.classes = class_names(root / "train")
         if not (root / "val").is_dir():

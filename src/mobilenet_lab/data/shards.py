@@ -25,8 +25,6 @@ from litdata.streaming.fs_provider import FsProvider, _get_fs_provider
 from torch import Tensor
 
 from mobilenet_lab.data.encoded import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     Decoder,
     EncodedImageDataModule,
     collate_naming_bad,
@@ -238,29 +236,10 @@ class ShardsDataModule(EncodedImageDataModule):
         self,
         data_dir: str,
         num_classes: int,
-        in_chans: int = 3,
-        image_size: int = 224,
-        batch_size: int = 64,
-        num_workers: int | None = None,
-        crop_pct: float = 0.875,
-        interpolation: str = "bilinear",
-        hflip: float = 0.5,
-        color_jitter: float = 0.4,
-        auto_augment: str | None = None,
-        re_prob: float = 0.0,
-        mean: tuple[float, ...] = IMAGENET_MEAN,
-        std: tuple[float, ...] = IMAGENET_STD,
-        augment: bool = True,
-        max_image_pixels: int | None = None,
-        decode: str = "cpu",
         seed: int = 0,
+        **settings: Any,
     ) -> None:
-        super().__init__(
-            num_classes, in_chans, image_size, batch_size, num_workers, crop_pct, interpolation,
-            hflip, color_jitter, auto_augment, re_prob, mean, std, augment, max_image_pixels,
-            decode,
-        )  # fmt: skip
-        self.save_hyperparameters()
+        super().__init__(num_classes, **settings)  # saves every argument as hparams
         self.info = read_classes(data_dir)
         self.classes = self.info["classes"]
         self.test_split = "test" if "test" in self.info["splits"] else "val"
