@@ -262,3 +262,17 @@ def test_int8_calibration_sees_the_eval_preprocessing_of_training_images(tmp_pat
     distances = torch.cdist(images.flatten(1), reference.flatten(1)).min(1).values
     assert distances.max() < 1e-4, distances
     assert len(set(labels.tolist())) > 1  # ... drawn across the classes, not class_0's first
+
+
+def test_a_training_splits_short_last_batch_is_dropped(image_tree: Path) -> None:
+    """12 training images in batches of 5: two full batches (a last batch of 2 would end the
+    epoch in BatchNorm's running statistics); a split smaller than a batch still trains."""
+    dm = ImageFolderDataModule(str(image_tree), num_classes=3, num_workers=0, image_size=32,
+                               batch_size=5)  # fmt: skip
+    dm.setup("fit")
+    assert [len(labels) for _, labels, _ in dm.train_dataloader()] == [5, 5]
+    assert [len(labels) for _, labels, _ in dm.val_dataloader()] == [5, 5, 2]  # scores them all
+    small = ImageFolderDataModule(str(image_tree), num_classes=3, num_workers=0, image_size=32,
+                                  batch_size=64)  # fmt: skip
+    small.setup("fit")
+    assert [len(labels) for _, labels, _ in small.train_dataloader()] == [12]
