@@ -136,8 +136,9 @@ def test_int8_under_the_ratio_is_refused_and_the_fp32_file_kept(
 
     real = quantization.quantize_int8
 
-    def faint_calibration(fp32_path, int8_path, input_name, batches) -> None:
-        real(fp32_path, int8_path, input_name, (images / 100 for images in batches))
+    def faint_calibration(fp32_path, int8_path, input_name, batches, per_channel) -> None:
+        faint = (images / 100 for images in batches)
+        real(fp32_path, int8_path, input_name, faint, per_channel)
 
     monkeypatch.setattr(quantization, "quantize_int8", faint_calibration)
     out, int8 = tmp_path / "model.onnx", tmp_path / "model.int8.onnx"

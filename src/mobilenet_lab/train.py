@@ -13,8 +13,12 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from mobilenet_lab.deploy.loading import built_network, load_float_network
+from mobilenet_lab.export import export_after_qat
 from mobilenet_lab.jobs.ddp_job import ddp_job
+from mobilenet_lab.jobs.restored_config import with_float_run
 from mobilenet_lab.models import as_trained
+from mobilenet_lab.runs.errors import Refused
 from mobilenet_lab.runs.files import print_config_tree, scalar_metrics
 from mobilenet_lab.runs.metrics import metrics_record, write_metrics
 from mobilenet_lab.runs.record import RunRecord
@@ -34,12 +38,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def _train(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     resumed = resume_run(cfg) if cfg.get("ckpt_path") else None
+    choices = dict(HydraConfig.get().runtime.choices)
     if resumed:  # the run's own recorded config, with the free settings of this command on top
         cfg = resumed.config
+        choices |= resumed.record_choices()
         print(resumed.summary())
+    elif cfg.get("qat"):  # a quantization-aware fine-tune: the float run's model and data
+        cfg, choices = with_float_run(cfg, HydraConfig.get().overrides.task, choices)
     output_dir = Path(cfg.paths.output_dir)
-    choices = dict(HydraConfig.get().runtime.choices)
-    choices |= resumed.record_choices() if resumed else {}
     with open_dict(cfg):
         cfg.data.batch_size = per_device_batch_size(cfg)
     print_config_tree(cfg, save_to=output_dir / "config_tree.log")
@@ -65,7 +71,13 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     global_batch = global_batch_size(cfg.data.batch_size, trainer)
     datamodule = instantiate(cfg.data)
     # Resumed: the checkpoint's weights replace any init_from, which is not read again.
-    net = instantiate(as_trained(resolved["model"]) if resume else cfg.model)
+    if resume:
+        net = built_network(cfg)
+    elif cfg.get("qat"):  # the float run's weights, as the fake-quantized graph
+        net = built_network(cfg, load_float_network(cfg.qat["from"], "averaged"))
+    else:
+        net = instantiate(cfg.model)
+    plain_net = instantiate(as_trained(cfg.model)) if cfg.get("qat") else net  # to count
     module = instantiate(
         cfg.module,
         net=net,
@@ -77,8 +89,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         "data": choices.get("data"),
         "alpha": cfg.model.get("alpha"),
         "image_size": cfg.data.image_size,
-        "params": sum(p.numel() for p in net.parameters()),
-        "mult_adds": mult_adds(net, cfg.data.in_chans, cfg.data.image_size),
+        "params": sum(p.numel() for p in plain_net.parameters()),
+        "mult_adds": mult_adds(plain_net, cfg.data.in_chans, cfg.data.image_size),
         "global_batch_size": global_batch,
         "lr": module.optimizer_factory.keywords.get("lr"),
     }
@@ -93,10 +105,13 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         # Lightning's EMA callback would reload the trained ones from current_model_state)
         module.load_state_dict(trainer.strategy.load_checkpoint(best)["state_dict"])
     test_metrics = scalar_metrics(trainer.test(module, datamodule=datamodule)[0], ["test/"])
+    exported, refusal = {}, None
+    if cfg.get("qat") and cfg.qat.export and best and trainer.is_global_zero:
+        exported, refusal = export_after_qat(best)  # its int8 file, checked as export checks
     report = metrics_record(  # failed and diverged runs: see failures.run_job
         "train",
         cfg.task_name,
-        "ok",
+        "refused" if refusal else "ok",
         {
             **facts,
             "val": val_metrics,
@@ -113,10 +128,13 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             "resumed_from": resumed.config.ckpt_path if resumed else None,
             "changed_on_resume": listed(record.changed_on_resume),  # every segment's
             **module.distillation_record(),  # which teacher taught it, if any
+            **({"qat_from": cfg.qat["from"], "export": exported} if cfg.get("qat") else {}),
         },
     )
     if trainer.is_global_zero:
         write_metrics(output_dir, report)
+    if refusal:
+        raise Refused(refusal)
     return report
 
 

@@ -31,30 +31,31 @@ def _quiet_torchao() -> None:
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 
+def xnnpack_quantizer(per_channel: bool, qat: bool) -> Any:
+    """XNNPACK's PT2E quantizer: symmetric int8, weights per channel or per tensor."""
+    _quiet_torchao()
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    config = get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=qat)
+    return XNNPACKQuantizer().set_global(config)
+
+
 def write_pte(
-    net: nn.Module, prep: Preprocessing, example: Tensor, path: Path, calibration: Any = None
+    net: nn.Module, prep: Preprocessing, example: Tensor, path: Path, quantizer: Any = None
 ) -> dict[str, Any]:
-    """Writes the file (int8 when ``calibration`` batches are given); returns what XNNPACK
-    took: operators before lowering, delegate calls after, and the operators left outside."""
+    """Writes ``net``, the eval network or its int8 PT2E graph (``quantizer``: the one that
+    made it, which XNNPACK's lowering does not need); returns what XNNPACK took: operators
+    before lowering, delegate calls after, and the operators left outside."""
     _quiet_torchao()
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    net = net.eval().to(memory_format=torch.contiguous_format)
+    # an int8 graph (quantizer given) is already in eval mode: exported graphs refuse .eval()
+    program = net if quantizer is not None else net.eval().to(memory_format=torch.contiguous_format)
     example = example[:1].contiguous()
-    program: nn.Module = net
-    if calibration is not None:
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-            XNNPACKQuantizer,
-            get_symmetric_quantization_config,
-        )
-
-        from mobilenet_lab.deploy.pt2e import pt2e_int8
-
-        quantizer = XNNPACKQuantizer().set_global(
-            get_symmetric_quantization_config(is_per_channel=True)
-        )
-        program = pt2e_int8(net, example, quantizer, calibration)
     exported = torch.export.export(program, (example,))
     metadata = json.dumps(prep.to_metadata()).encode()
     edge = to_edge_transform_and_lower(

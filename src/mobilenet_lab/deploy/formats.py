@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from mobilenet_lab.deploy import executorch, litert, onnx
 from mobilenet_lab.deploy.preprocessing import Preprocessing
+from mobilenet_lab.deploy.pt2e import QatNetwork, QuantizerFactory, pt2e_int8
 from mobilenet_lab.runs.errors import ConfigError, Refused
 
 
@@ -39,9 +40,10 @@ def refused_on_failure(what: str, outcome: str = "nothing was written") -> Itera
 
 @dataclass(frozen=True)
 class Format:
-    """One export format. ``writer`` writes the fp32 file, or with calibration batches the
-    int8 one (PT2E from the network), unless ``int8_from_file`` makes the int8 file from the
-    fp32 one (ONNX Runtime's quantizer); ``opener`` gives the file's runtime behind
+    """One export format. ``writer`` writes the eval network, or its int8 PT2E graph made with
+    the runtime's ``quantizer`` (post-training from calibration batches, or from a
+    quantization-aware network), unless ``int8_from_file`` makes the int8 file from the fp32
+    one (ONNX Runtime's quantizer); ``opener`` gives the file's runtime behind
     ``logits(images)`` and ``.preprocessing``; ``metadata_reader`` the preprocessing stored in
     a file (``UnreadableFile`` for any other); ``thread_setter`` sizes a runtime's own thread
     pool, where it has one outside the ``threads`` its opener takes."""
@@ -54,7 +56,9 @@ class Format:
     writer: Callable[..., dict[str, Any] | None]
     opener: Callable[[str, int | None], Any]
     metadata_reader: Callable[[str], Preprocessing]
-    int8_from_file: Callable[[Path, Path, list[Tensor]], None] | None = None
+    int8_from_file: Callable[[Path, Path, list[Tensor], bool], None] | None = None
+    quantizer: QuantizerFactory | None = None  # PT2E: (per_channel, qat) -> the runtime's
+    fold_quantize: bool = True  # False: the converter folds the weights' quantize nodes itself
     thread_setter: Callable[[int], None] | None = None
     for_phones: bool = False  # a format apps ship: scripts/benchmark_export.py --parity judges it
 
@@ -72,19 +76,19 @@ class Format:
         prep: Preprocessing,
         example: Tensor,
         path: Path,
-        calibration: list[Tensor] | None = None,
+        quantizer: Any = None,
     ) -> dict[str, Any]:
-        """Writes ``net`` (int8 with ``calibration`` batches, for the formats whose int8 is
-        PT2E); returns what the lowering reported. A network the converter does not take is
+        """Writes ``net`` (an int8 PT2E graph when ``quantizer``, the one that made it, is
+        given); returns what the lowering reported. A network the converter does not take is
         ``Refused``."""
-        precision = "fp32" if calibration is None else "int8"
+        precision = "fp32" if quantizer is None else "int8"
         what = f"format={self.name}: converting the network to an {precision} file"
         others = ", ".join(other for other in FORMATS if other != self.name)
         outcome = f"nothing was written (another format may take this network: format={others})"
         with refused_on_failure(what, outcome):
-            if calibration is None:
+            if quantizer is None:
                 return self.writer(net, prep, example, path) or {}
-            return self.writer(net, prep, example, path, calibration) or {}
+            return self.writer(net, prep, example, path, quantizer) or {}
 
     def write_int8(
         self,
@@ -94,13 +98,38 @@ class Format:
         fp32_path: Path,
         int8_path: Path,
         calibration: list[Tensor],
+        per_channel: bool = True,
     ) -> dict[str, Any]:
-        """The int8 file, calibrated on ``calibration`` batches: from the fp32 file at
-        ``fp32_path`` (already written) where ``int8_from_file`` is set, else from ``net``."""
+        """The post-training int8 file, calibrated on ``calibration`` batches: from the fp32
+        file at ``fp32_path`` (already written) where ``int8_from_file`` is set, else PT2E from
+        ``net`` with the runtime's quantizer."""
         if self.int8_from_file is not None:
-            self.int8_from_file(fp32_path, int8_path, calibration)
+            self.int8_from_file(fp32_path, int8_path, calibration, per_channel)
             return {}
-        return self.write(net, prep, example, int8_path, calibration)
+        quantizer = self.quantizer(per_channel, False)
+        with refused_on_failure(f"format={self.name}: quantizing the network (PT2E)"):
+            program = pt2e_int8(net, example, quantizer, calibration, self.fold_quantize)
+        return self.write(program, prep, example, int8_path, quantizer)
+
+    def qat_network(self, net: nn.Module, example: Tensor, per_channel: bool) -> QatNetwork:
+        """``net`` as the quantization-aware graph of this runtime's quantizer; a network the
+        quantizer or ``torch.export`` cannot take is ``Refused``."""
+        if self.quantizer is None:
+            pt2e = ", ".join(name for name, fmt in FORMATS.items() if fmt.quantizer)
+            raise ConfigError(
+                f"qat.format={self.name} is not valid: its int8 file is {self.runtime}'s "
+                "post-training quantization of the fp32 file, which has no learned scales to "
+                f"carry; quantization-aware training exports to format={pt2e}"
+            )
+        what = f"qat.format={self.name}: preparing the network for quantization-aware training"
+        with refused_on_failure(what, "nothing was trained"):
+            return QatNetwork(net, example, self.quantizer, per_channel)
+
+    def write_qat(self, net: QatNetwork, prep: Preprocessing, example: Tensor, path: Path) -> dict:
+        """The int8 file of a quantization-aware network, with the scales it learned."""
+        with refused_on_failure(f"format={self.name}: converting the QAT network (PT2E)"):
+            program = net.converted(self.fold_quantize)
+        return self.write(program, prep, example, path, net.quantizer)
 
     def open(self, path: str, threads: int | None = None) -> Any:
         """The file's runtime behind ``logits(images)`` and ``preprocessing``; a file its
@@ -132,12 +161,14 @@ FORMATS: dict[str, Format] = {
             "executorch", ".pte", "ExecuTorch", "executorch", ("executorch",),
             writer=executorch.write_pte, opener=lambda path, threads: executorch.PteModel(path),
             metadata_reader=executorch.read_pte_metadata,
+            quantizer=executorch.xnnpack_quantizer,
             thread_setter=executorch.set_threads, for_phones=True,
         ),
         Format(
             "tflite", ".tflite", "LiteRT", "litert", ("litert_torch", "ai_edge_litert"),
             writer=litert.write_tflite, opener=litert.TfliteModel,
             metadata_reader=litert.read_tflite_metadata, for_phones=True,
+            quantizer=litert.litert_quantizer, fold_quantize=False,
         ),
     )
 }  # fmt: skip

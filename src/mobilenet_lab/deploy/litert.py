@@ -19,28 +19,31 @@ from mobilenet_lab.runs.errors import UnreadableFile
 EXAMPLE = "logs/train/runs/<time>/model.tflite (written by src/export.py)"
 
 
+def litert_quantizer(per_channel: bool, qat: bool) -> Any:
+    """LiteRT's PT2E quantizer: symmetric static int8, weights per channel or per tensor."""
+    from litert_torch.quantize.pt2e_quantizer import (
+        PT2EQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    config = get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=qat)
+    return PT2EQuantizer().set_global(config)
+
+
 def write_tflite(
-    net: nn.Module, prep: Preprocessing, example: Tensor, path: Path, calibration: Any = None
+    net: nn.Module, prep: Preprocessing, example: Tensor, path: Path, quantizer: Any = None
 ) -> dict[str, Any]:
-    """Writes the file (int8 when ``calibration`` batches are given)."""
+    """Writes ``net``, the eval network or its int8 PT2E graph made by ``quantizer`` (unfolded:
+    LiteRT's converter folds the weights' quantize nodes itself)."""
     import litert_torch
 
-    net = net.eval().to(memory_format=torch.contiguous_format)
+    # an int8 graph (quantizer given) is already in eval mode: exported graphs refuse .eval()
+    program = net if quantizer is not None else net.eval().to(memory_format=torch.contiguous_format)
     example = example[:1].contiguous()
-    program, quant_config = net, None
-    if calibration is not None:
-        from litert_torch.quantize.pt2e_quantizer import (
-            PT2EQuantizer,
-            get_symmetric_quantization_config,
-        )
+    quant_config = None
+    if quantizer is not None:
         from litert_torch.quantize.quant_config import QuantConfig
 
-        from mobilenet_lab.deploy.pt2e import pt2e_int8
-
-        quantizer = PT2EQuantizer().set_global(
-            get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
-        )
-        program = pt2e_int8(net, example, quantizer, calibration, fold_quantize=False)
         quant_config = QuantConfig(pt2e_quantizer=quantizer)
     model = litert_torch.convert(program, (example,), quant_config=quant_config)
     path.write_bytes(with_metadata(model.model_content(), prep))

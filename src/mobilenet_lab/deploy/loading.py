@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from mobilenet_lab.deploy.formats import format_of
+from mobilenet_lab.deploy.formats import FORMATS, format_of
 from mobilenet_lab.deploy.preprocessing import Preprocessing
 from mobilenet_lab.models.pretrained import as_trained
 from mobilenet_lab.runs.checkpoint import checkpoint_weights, load_checkpoint
@@ -22,11 +22,31 @@ from mobilenet_lab.runs.record import RunRecord
 
 def load_network(cfg: DictConfig, checkpoint: dict[str, Any], weights: str) -> nn.Module:
     """The run's network in eval mode with the checkpoint's ``weights`` (averaged or trained).
-    ``cfg`` holds the run's ``model`` and ``module`` groups; the network is rebuilt as it was
-    trained (``models.as_trained``): no weights fetched, the checkpoint's replace them."""
-    module = instantiate(cfg.module, net=instantiate(as_trained(cfg.model)))
+    ``cfg`` holds the run's ``model``, ``module`` and ``data`` groups (and ``qat`` for a
+    quantization-aware run); the network is rebuilt as it was trained (``built_network``)."""
+    module = instantiate(cfg.module, net=built_network(cfg))
     module.load_state_dict(checkpoint_weights(checkpoint, weights))
     return module.net.eval().to(memory_format=torch.contiguous_format)
+
+
+def built_network(cfg: DictConfig, net: nn.Module | None = None) -> nn.Module:
+    """The run's network rebuilt as trained (``models.as_trained``: no weights fetched, a
+    checkpoint's replace them), or ``net``; a quantization-aware run's (``cfg.qat``) as the
+    fake-quantized graph of its runtime's quantizer."""
+    net = net if net is not None else instantiate(as_trained(cfg.model))
+    qat = cfg.get("qat")
+    if not qat:
+        return net
+    size = cfg.data.image_size
+    example = torch.zeros(2, cfg.data.in_chans, size, size)  # batch 2: BatchNorm trains
+    return FORMATS[qat.format].qat_network(net, example, qat.per_channel)
+
+
+def load_float_network(ckpt_path: str, weights: str) -> nn.Module:
+    """The float run a quantization-aware run is fine-tuned from (``qat.from``), as trained."""
+    checkpoint = load_checkpoint(ckpt_path, key="qat.from")
+    run_cfg = OmegaConf.create(RunRecord.of(checkpoint).config)
+    return load_network(run_cfg, checkpoint, weights)
 
 
 class TorchModel:

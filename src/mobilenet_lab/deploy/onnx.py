@@ -80,12 +80,14 @@ def read_onnx_metadata(path: str) -> Preprocessing:
     return Preprocessing.from_metadata(metadata)
 
 
-def quantize_onnx(fp32_path: Path, int8_path: Path, calibration: list[Tensor]) -> None:
+def quantize_onnx(
+    fp32_path: Path, int8_path: Path, calibration: list[Tensor], per_channel: bool = True
+) -> None:
     """The int8 file made from the fp32 file by ONNX Runtime's static quantizer
     (``deploy.quantization``, imported here: it imports ONNX Runtime)."""
     from mobilenet_lab.deploy.quantization import quantize_int8
 
-    quantize_int8(fp32_path, int8_path, INPUT_NAME, iter(calibration))
+    quantize_int8(fp32_path, int8_path, INPUT_NAME, iter(calibration), per_channel)
 
 
 def onnx_session(path: str, threads: int | None = None) -> Any:

@@ -1,14 +1,22 @@
-"""int8 for the phone runtimes: PyTorch 2 Export static quantization (``torchao``'s PT2E) with
-the runtime's own quantizer (XNNPACK's for ExecuTorch, LiteRT's for ``.tflite``): per-channel
-int8 weights, activations calibrated on training images in the run's eval preprocessing."""
+"""int8 for the phone runtimes: PyTorch 2 Export quantization (``torchao``'s PT2E) with the
+runtime's own quantizer (XNNPACK's for ExecuTorch, LiteRT's for ``.tflite``), int8 weights per
+channel (or per tensor) and int8 activations. Post-training (``pt2e_int8``): activations
+calibrated on training images in the run's eval preprocessing. Quantization-aware
+(``QatNetwork``): the network fine-tuned with fake quantization, its scales learned in
+training, then converted the same way."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+# The quantizer of a format's runtime: (per_channel, qat) -> a PT2E ``Quantizer``
+QuantizerFactory = Callable[[bool, bool], Any]
+BATCH_NORM, DROPOUT = torch.ops.aten.batch_norm.default, torch.ops.aten.dropout.default
 
 
 def pt2e_int8(
@@ -21,16 +29,99 @@ def pt2e_int8(
     """The eval network exported, observed by ``quantizer`` on ``batches`` one image at a time
     (the files take batch 1), and converted to int8 quantize / dequantize pairs, which the
     runtime's lowering turns into int8 kernels."""
-    from torchao.quantization.pt2e import move_exported_model_to_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
     graph = torch.export.export(net.eval(), (example,)).module()
     prepared = prepare_pt2e(graph, quantizer)
-    move_exported_model_to_eval(prepared)
+    _set_training(prepared, False, bn_training=False)
     with torch.no_grad():
         for images in batches:
             for image in images.split(1):
                 prepared(image.contiguous())
+    return _converted(prepared, fold_quantize)
+
+
+def _converted(prepared: nn.Module, fold_quantize: bool) -> nn.Module:
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
     converted = convert_pt2e(prepared, fold_quantize=fold_quantize)
-    move_exported_model_to_eval(converted)
+    _set_training(converted, False, bn_training=False)
     return converted
+
+
+class QatNetwork(nn.Module):
+    """A float network as PT2E's quantization-aware graph (``prepare_qat_pt2e`` with the
+    runtime's quantizer): fake-quantized weights and activations, BatchNorm still training
+    (folded into the convolution as the converted file has it), a dynamic batch size.
+
+    ``train()`` / ``eval()`` move the exported graph between modes (an exported graph ignores
+    ``nn.Module.train``). ``freeze_observers`` keeps the scales learned so far; ``freeze_bn``
+    keeps BatchNorm's running statistics (torchvision's QAT recipe, after a few epochs each).
+    Both are kept in buffers, so a resumed run and a reloaded checkpoint keep them."""
+
+    def __init__(
+        self, net: nn.Module, example: Tensor, quantizer: QuantizerFactory, per_channel: bool
+    ) -> None:
+        from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+
+        super().__init__()
+        self.quantizer = quantizer(per_channel, True)
+        batch = torch.export.Dim("batch", min=1)
+        net = net.train().to(memory_format=torch.contiguous_format)
+        graph = torch.export.export(net, (example.contiguous(),), dynamic_shapes=({0: batch},))
+        self.graph = prepare_qat_pt2e(graph.module(), self.quantizer)
+        self.register_buffer("observers_frozen", torch.tensor(False))
+        self.register_buffer("bn_frozen", torch.tensor(False))
+        self.register_load_state_dict_post_hook(_follow_loaded_flags)
+        self.train()
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.graph(images.contiguous())
+
+    def train(self, mode: bool = True) -> QatNetwork:
+        """Training: observers and BatchNorm statistics update unless frozen. Eval: neither
+        (PT2E's observers would otherwise go on observing validation and test images)."""
+        from torchao.quantization.pt2e import disable_observer, enable_observer
+
+        self.training = mode
+        observing = mode and not bool(self.observers_frozen)
+        self.graph.apply(enable_observer if observing else disable_observer)
+        _set_training(self.graph, mode, bn_training=mode and not bool(self.bn_frozen))
+        return self
+
+    def freeze_observers(self) -> None:
+        """Fake quantization goes on with the scales observed so far."""
+        self.observers_frozen.fill_(True)
+        self.train(self.training)
+
+    def freeze_bn(self) -> None:
+        """BatchNorm normalises with its running statistics from now on, in training too."""
+        self.bn_frozen.fill_(True)
+        self.train(self.training)
+
+    def converted(self, fold_quantize: bool) -> nn.Module:
+        """The int8 graph (quantize / dequantize pairs with the learned scales) the runtime's
+        lowering takes, as the post-training path gives it; this network is left as it is."""
+        return _converted(copy.deepcopy(self.graph), fold_quantize)
+
+
+def _follow_loaded_flags(net: QatNetwork, keys: Any) -> None:
+    """After a checkpoint is loaded (its observers' own flags too, as they were saved): the
+    graph follows the frozen flags just read, in the current mode."""
+    net.train(net.training)
+
+
+def _set_training(graph: torch.fx.GraphModule, training: bool, bn_training: bool) -> None:
+    """Dropout's and BatchNorm's ``training`` arguments in the exported graph. Not torchao's
+    ``move_exported_model_to_train``: its BatchNorm pattern puts back eps 1e-5 whatever the
+    network's (Keras's 1e-3)."""
+    changed = False
+    for node in graph.graph.nodes:
+        index = {BATCH_NORM: 5, DROPOUT: 2}.get(node.target)
+        if index is not None:
+            wanted = bn_training if node.target is BATCH_NORM else training
+            if node.args[index] != wanted:
+                node.args = (*node.args[:index], wanted, *node.args[index + 1 :])
+                changed = True
+    if changed:
+        graph.recompile()

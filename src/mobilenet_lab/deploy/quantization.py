@@ -1,6 +1,6 @@
 """int8 post-training quantization of an exported network with ONNX Runtime's static
-quantizer: QDQ format, per-channel int8 weights, activations calibrated (min-max) on a fixed
-set of training images of the run's data set."""
+quantizer: QDQ format, int8 weights per channel (or per tensor), activations calibrated
+(min-max) on a fixed set of training images of the run's data set."""
 
 from __future__ import annotations
 
@@ -24,7 +24,11 @@ class BatchReader(CalibrationDataReader):
 
 
 def quantize_int8(
-    fp32_path: Path, int8_path: Path, input_name: str, batches: Iterator[Tensor]
+    fp32_path: Path,
+    int8_path: Path,
+    input_name: str,
+    batches: Iterator[Tensor],
+    per_channel: bool = True,
 ) -> None:
     """Writes the int8 version of ``fp32_path`` to ``int8_path``, calibrated on ``batches``.
     ONNX Runtime's pre-processing runs first: it removes the Identity nodes the exporter leaves
@@ -37,7 +41,7 @@ def quantize_int8(
             str(int8_path),
             BatchReader(input_name, batches),
             quant_format=QuantFormat.QDQ,
-            per_channel=True,
+            per_channel=per_channel,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
         )

@@ -20,8 +20,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from mobilenet_lab.deploy.formats import FORMATS, check_format, format_of, output_paths
+from mobilenet_lab.deploy.loading import built_network
 from mobilenet_lab.deploy.parity import FACTOR_RANGE
-from mobilenet_lab.jobs.restored_config import restore_run_config
+from mobilenet_lab.jobs.restored_config import restore_run_config, with_float_run
 from mobilenet_lab.models.pretrained import as_trained
 from mobilenet_lab.runs.checkpoint import EVAL_EXAMPLE, RESUME_EXAMPLE, load_checkpoint
 from mobilenet_lab.runs.errors import ConfigError, is_number, named_by
@@ -38,18 +39,46 @@ from mobilenet_lab.training.trainer import (
 def check_train_config(cfg: DictConfig, hardware: bool = True) -> None:
     """What ``src/train.py`` needs before it may create a run folder (``hardware=False``: the
     job runs on another machine, which checks its own GPUs and cores)."""
-    if cfg.get("ckpt_path"):  # the run's own config, as train() will restore it
+    resuming = bool(cfg.get("ckpt_path"))
+    if resuming:  # the run's own config, as train() will restore it
         resumed = resume_run(cfg)
         check_same_batch(resumed)
         cfg = resumed.config.copy()
         with open_dict(cfg):  # the checkpoint's weights replace init_from's, not read again
             cfg.model = as_trained(cfg.model)
+    elif cfg.get("qat"):  # the float run's model and data, as train() will take them
+        cfg, _ = with_float_run(cfg, cfg.hydra.overrides.task, dict(cfg.hydra.runtime.choices))
     check_limits(cfg)
     check_decode_device(cfg, hardware)
     check_trainer_config(cfg.trainer, hardware)
     per_device_batch_size(cfg)
     check_model_and_data(cfg)
     check_distill(cfg)
+    if cfg.get("qat"):
+        check_qat(cfg, build=not resuming)
+
+
+def check_qat(cfg: DictConfig, build: bool = True) -> None:
+    """A quantization-aware fine-tune: a format whose int8 file is PT2E (it carries the scales
+    learned), freeze epochs inside the fine-tune, and (``build``) the float run's network
+    prepared once, so a network the runtime's quantizer cannot take fails here."""
+    qat = cfg.qat
+    if qat.format not in FORMATS:
+        raise ConfigError(f"qat.format={qat.format!r} is not valid: use executorch or tflite")
+    if not isinstance(qat.per_channel, bool):
+        raise ConfigError(f"qat.per_channel={qat.per_channel!r} is not valid: use true or false")
+    epochs = cfg.trainer.max_epochs
+    for key in ("freeze_observers_epoch", "freeze_bn_epoch"):
+        epoch = qat[key]
+        if epoch is not None and epochs != -1 and epoch >= epochs:
+            raise ConfigError(
+                f"qat.{key}={epoch} is beyond the fine-tune's trainer.max_epochs={epochs} "
+                f"(epochs 0-{epochs - 1}): use 0-{epochs - 1}, or null for never"
+            )
+    file_format = FORMATS[qat.format]
+    if file_format.quantizer is None or build:
+        file_format.check_installed()
+        built_network(cfg, instantiate(as_trained(cfg.model)))
 
 
 def check_decode_device(cfg: DictConfig, hardware: bool = True) -> None:
@@ -392,6 +421,9 @@ LIMITS: dict[str, Limit] = {
     "module.mixup.switch_prob": number(0, 1),
     "module.distill.weight": number(0, 1),
     "module.distill.temperature": number(0, open_low=True),
+    # quantization-aware training
+    "qat.freeze_observers_epoch": whole(0) | exactly(None, "never: the scales learn to the end"),
+    "qat.freeze_bn_epoch": whole(0) | exactly(None, "never: BatchNorm's statistics update"),
     # optimizer
     "optimizer.lr": number(0, open_low=True),
     "optimizer.lr_base": number(0, open_low=True) | exactly(None, "optimizer.lr as given"),
@@ -416,6 +448,7 @@ LIMITS: dict[str, Limit] = {
     "callbacks.ema.update_starting_at_epoch": whole(0) | exactly(None, "from the first epoch"),
     # export
     "calibration_images": whole(1),
+    "per_channel": Limit("true or false", lambda v: isinstance(v, bool)),
     "check_images": whole(1),
     "int8_min_ratio": number(0, 1, open_low=True).why(
         "the share of the fp32 file's test accuracy the int8 file must keep"

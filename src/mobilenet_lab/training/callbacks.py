@@ -106,6 +106,23 @@ class PreciseBatchNorm(L.Callback):
             update_bn((trainer.strategy.batch_to_device(batch)[0] for batch in batches), validated)
 
 
+class FreezeQuantization(L.Callback):
+    """torchvision's QAT recipe for a quantization-aware network (``deploy.pt2e.QatNetwork``):
+    from epoch ``observers_epoch`` (0-based) the int8 scales stay as learned, from ``bn_epoch``
+    BatchNorm keeps its running statistics; None: never. The flags live in the network's
+    buffers, so a resumed run goes on frozen."""
+
+    def __init__(self, observers_epoch: int | None, bn_epoch: int | None) -> None:
+        self.observers_epoch, self.bn_epoch = observers_epoch, bn_epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        net, epoch = pl_module.net, trainer.current_epoch
+        if self.observers_epoch is not None and epoch >= self.observers_epoch:
+            net.freeze_observers()
+        if self.bn_epoch is not None and epoch >= self.bn_epoch:
+            net.freeze_bn()
+
+
 def validated_module(trainer: L.Trainer, pl_module: L.LightningModule) -> torch.nn.Module:
     """The module validation is about to run: with weight averaging (``callbacks=ema``),
     Lightning swaps the averaged copy's weights *and buffers* in when the validation epoch
