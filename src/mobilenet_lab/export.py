@@ -28,7 +28,7 @@ from mobilenet_lab.deploy.preprocessing import Preprocessing
 from mobilenet_lab.jobs.restored_config import restore_run_config
 from mobilenet_lab.runs.checkpoint import load_checkpoint
 from mobilenet_lab.runs.errors import Refused
-from mobilenet_lab.runs.metrics import metrics_record, write_metrics
+from mobilenet_lab.runs.metrics import EXPORTED, metrics_record, write_metrics
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:
@@ -40,8 +40,9 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     )
     report, refusal = export_checkpoint(cfg, checkpoint, choices)
     status = "refused" if refusal else "ok"  # refused: no file, or the fp32 file alone
-    record = metrics_record("export", cfg.task_name, status, report)
-    write_metrics(Path(cfg.paths.output_dir), record)
+    write_metrics(
+        Path(cfg.paths.output_dir), metrics_record("export", cfg.task_name, status, report)
+    )
     if refusal:
         raise Refused(refusal)
     return report
@@ -115,6 +116,10 @@ def export_checkpoint(
             tmp.unlink(missing_ok=True)
     report.update({"ckpt_path": str(Path(cfg.ckpt_path).resolve()), "weights": cfg.weights,
                    "files": [str(path) for path in placed.values()]})  # fmt: skip
+    if placed and not cfg.output_path:  # in the training run's folder: its record beside them
+        status = "refused" if refusal else "ok"
+        record = metrics_record("export", cfg.task_name, status, report)
+        write_metrics(paths[0].parent, record, EXPORTED)
     print_table([report], [c for c in cfg.summary_columns if c in report], title="export")
     if placed:
         print("Wrote " + " and ".join(str(path) for path in placed.values()))
@@ -206,8 +211,10 @@ def quantize_files(
         calibration = eval_batches(datamodule, "calibration", cfg.calibration_images)
         batches = [images for images, _ in calibration]
     example = batches[0][:1]
+    qat = cfg.get("qat")  # the post-training file beside it quantized as its network was
+    per_channel = qat.per_channel if qat else cfg.per_channel
     file_format.write_int8(float_net, prep, example, temporary["fp32"], temporary["int8"],
-                           batches, cfg.per_channel)  # fmt: skip
+                           batches, per_channel)  # fmt: skip
     report: dict[str, Any] = {"int8/quantize_s": round(time.time() - started, 2)}
     if "qat" in temporary:
         file_format.write_qat(net, prep, example, temporary["qat"])

@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mobilenet_lab.analysis.report import write_report
-from mobilenet_lab.analysis.report_markdown import REPORT_COLUMNS
+from mobilenet_lab.analysis.report_markdown import report_columns
 from mobilenet_lab.analysis.runs_table import read_runs
 from mobilenet_lab.analysis.tables import print_table
 from mobilenet_lab.runs.errors import ConfigError
@@ -34,5 +34,5 @@ def report(
     out.mkdir(parents=True, exist_ok=True)
     title = f"Accuracy against cost: {', '.join(map(str, folders))}"
     rows = write_report(out, rows, title, speed)
-    print_table(rows, REPORT_COLUMNS, title=f"report: {out / 'report.md'}")
+    print_table(rows, report_columns(rows), title=f"report: {out / 'report.md'}")
     return rows

@@ -18,7 +18,7 @@ from mobilenet_lab.export import export_after_qat
 from mobilenet_lab.jobs.ddp_job import ddp_job
 from mobilenet_lab.jobs.restored_config import with_float_run
 from mobilenet_lab.models import as_trained
-from mobilenet_lab.runs.errors import Refused
+from mobilenet_lab.runs.errors import RecordedRefusal
 from mobilenet_lab.runs.files import print_config_tree, scalar_metrics
 from mobilenet_lab.runs.metrics import metrics_record, write_metrics
 from mobilenet_lab.runs.record import RunRecord
@@ -133,8 +133,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     )
     if trainer.is_global_zero:
         write_metrics(output_dir, report)
-    if refusal:
-        raise Refused(refusal)
+    if refusal:  # the run's checkpoints and metrics.json are kept; the int8 file is not
+        raise RecordedRefusal(refusal)
     return report
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from mobilenet_lab.analysis.report_markdown import REPORT_COLUMNS
 from mobilenet_lab.analysis.report_markdown import markdown as report_markdown
+from mobilenet_lab.analysis.report_markdown import report_columns
 from mobilenet_lab.analysis.runs_table import read_runs, report_rows
 from mobilenet_lab.analysis.tables import write_csv
 from mobilenet_lab.runs.errors import ConfigError
@@ -47,7 +47,7 @@ def write_report(
     markdown = report_markdown(rows, title, device, evals)
     save_tradeoff_plot(rows, out_dir / "tradeoff.png", device)
     save_gain_plot(rows, out_dir / "distillation.png")  # when a setting was run both ways
-    write_csv(out_dir / "report.csv", rows, REPORT_COLUMNS)
+    write_csv(out_dir / "report.csv", rows, report_columns(rows))
     tmp = out_dir / "report.md.tmp"
     tmp.write_text(markdown)
     os.replace(tmp, out_dir / "report.md")

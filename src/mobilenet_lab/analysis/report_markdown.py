@@ -24,13 +24,21 @@ REPORT_COLUMNS = (
     "latency_ms_batch_1",
     "val/acc_best",
     "test/acc",
+    "int8/test_acc",
+    "qat/test_acc",
     "wall_time_s",
     "status",
     "pareto",
     "varied",
 )
 
+# Shown only where a run has them: the test accuracy of the run's int8 file, post-training
+# (src/export.py quantize=int8) or quantization-aware (src/train.py qat=...), on its test split.
+INT8_COLUMNS = ("int8/test_acc", "qat/test_acc")
+
 HEADER = {
+    "int8/test_acc": "int8 test acc (PTQ)",
+    "qat/test_acc": "int8 test acc (QAT)",
     "val/acc_best": "val acc (best)",
     "test/acc": "test acc",
     "wall_time_s": "wall time s",
@@ -40,12 +48,18 @@ HEADER = {
 }
 
 
+def report_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """``REPORT_COLUMNS``, the int8 ones where some run has them."""
+    return [c for c in REPORT_COLUMNS if c not in INT8_COLUMNS or any(c in r for r in rows)]
+
+
 def markdown(
     rows: Sequence[dict[str, Any]], title: str, device: str, evals: Sequence[dict[str, Any]] = ()
 ) -> str:
     """``report.md``; ``evals``: the eval runs found beside the training runs, left out of the
     table (they trained nothing, and their config is not of the network they scored)."""
     header = {**HEADER, "latency_ms_batch_1": f"latency ms (batch 1, {device})"}
+    columns = report_columns(rows)
     lines = [
         f"# {title}",
         "",
@@ -53,12 +67,12 @@ def markdown(
         "and a higher test accuracy (ties aside). Latency: median of batch-1 forward passes on "
         "this machine, as `scripts/profile_model.py` measures it.",
         "",
-        "| " + " | ".join(header.get(c, c) for c in REPORT_COLUMNS) + " |",
-        "|" + "---|" * len(REPORT_COLUMNS),
+        "| " + " | ".join(header.get(c, c) for c in columns) + " |",
+        "|" + "---|" * len(columns),
     ]
     for row in rows:
         shown = {**row, "teacher": teacher_label(row.get("teacher"))}  # the CSV: its path
-        cells = [format_value(shown.get(c)).replace("|", "\\|") for c in REPORT_COLUMNS]
+        cells = [format_value(shown.get(c)).replace("|", "\\|") for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     if evals:
         jobs = ", ".join(f"`{row['job']}`" for row in evals)

@@ -11,8 +11,9 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from mobilenet_lab.analysis.pareto import pareto_optimal
+from mobilenet_lab.analysis.report_markdown import INT8_COLUMNS
 from mobilenet_lab.runs.errors import ConfigError
-from mobilenet_lab.runs.metrics import job_name, read_metrics
+from mobilenet_lab.runs.metrics import EXPORTED, job_name, read_metrics
 
 # Overrides left out of the report's ``varied`` column: those shown as columns already, and
 # those that say where a run is or how it was resumed, not what it is (a resumed or requeued
@@ -94,8 +95,10 @@ def _read_run(run_dir: Path) -> dict[str, Any]:
             "overrides": listed,
             "entry_point": job_name(run_dir),
         }
+    exported = flatten(read_metrics(run_dir, EXPORTED) or {})  # its int8 file's accuracy
     return {
         "run_dir": str(run_dir),
+        **{key: exported[key] for key in INT8_COLUMNS if key in exported},
         **flatten(metrics),
         "overrides": metrics.get("overrides", []),
     }

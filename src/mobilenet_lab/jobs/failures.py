@@ -8,6 +8,7 @@ callbacks write the summary; so the task function catches the error here, record
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -20,6 +21,7 @@ from hydra.types import RunMode
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
+from mobilenet_lab.jobs.restored_config import with_float_run
 from mobilenet_lab.runs import errors
 from mobilenet_lab.runs.errors import ConfigError
 from mobilenet_lab.runs.metrics import metrics_record, write_metrics
@@ -40,10 +42,12 @@ def run_job(task: Callable[[DictConfig], T], cfg: DictConfig, entry_point: str) 
         return task(cfg)
     except Exception as error:  # any error: the job must say so, the sweep must go on
         status = "diverged" if isinstance(error, TrainingDiverged) else "failed"
+        recorded = isinstance(error, errors.RecordedRefusal)  # its metrics.json says why
+        status = "refused" if recorded else status
         message = errors.one_line(error)
         log.exception("job %s", status)  # the traceback, in the job's own log file
         output_dir = Path(HydraConfig.get().runtime.output_dir)
-        if rank_zero_only.rank == 0:
+        if rank_zero_only.rank == 0 and not recorded:
             seconds = time.time() - started
             write_metrics(output_dir, failure_record(cfg, entry_point, status, message, seconds))
         print(f"Error: {status}: {message} ({output_dir})", file=sys.stderr, flush=True)
@@ -57,7 +61,10 @@ def failure_record(
 ) -> dict[str, Any]:
     """What ``metrics.json`` holds for a failed job: what was asked for, and why it failed."""
     hydra_cfg = HydraConfig.get()
-    choices = hydra_cfg.runtime.choices
+    choices = dict(hydra_cfg.runtime.choices)
+    if cfg.get("qat") and cfg.qat.get("from") and not cfg.get("ckpt_path"):
+        with contextlib.suppress(Exception):  # the network fine-tuned: the float run's
+            cfg, choices = with_float_run(cfg, hydra_cfg.overrides.task, choices)
     return metrics_record(
         entry_point,
         cfg.get("task_name"),

@@ -27,6 +27,11 @@ class Refused(RuntimeError):
     the values that failed, what was kept, and what to try."""
 
 
+class RecordedRefusal(Refused):
+    """A refusal the job has written into its own ``metrics.json`` already (status
+    ``refused``, with every figure it measured), which a failure record must not replace."""
+
+
 class UnreadableFile(ConfigError):
     """A file its reader does not take (missing, of another kind, without this kit's metadata),
     told about the file alone: the reader does not know which command-line key named it, so

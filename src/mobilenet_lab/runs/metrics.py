@@ -37,15 +37,21 @@ def metrics_record(
     return {**head, **fields}
 
 
-def write_metrics(output_dir: Path, record: dict[str, Any]) -> None:
-    """Writes a ``metrics_record`` to ``output_dir/metrics.json`` (atomically)."""
-    write_json_atomic(Path(output_dir) / "metrics.json", record)
+def write_metrics(output_dir: Path, record: dict[str, Any], name: str = "metrics.json") -> None:
+    """Writes a ``metrics_record`` to ``output_dir/metrics.json`` (atomically); ``name``:
+    ``EXPORTED``, the export's record beside the files it put in a training run's folder."""
+    write_json_atomic(Path(output_dir) / name, record)
 
 
-def read_metrics(run_dir: Path) -> dict[str, Any] | None:
-    """``run_dir/metrics.json`` in today's shape (None when there is none); a ConfigError when
-    it is not a run's metrics or was written by a newer kit."""
-    path = run_dir / "metrics.json"
+# An export's metrics_record in the training run's folder it wrote its files to (the sweep
+# report's int8 column reads it); the export run's own folder has it as metrics.json.
+EXPORTED = "export.json"
+
+
+def read_metrics(run_dir: Path, name: str = "metrics.json") -> dict[str, Any] | None:
+    """``run_dir/metrics.json`` (or ``EXPORTED``) in today's shape (None when there is none);
+    a ConfigError when it is not a run's metrics or was written by a newer kit."""
+    path = run_dir / name
     if not path.is_file():
         return None
     try:

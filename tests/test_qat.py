@@ -1,0 +1,222 @@
+"""Quantization-aware training (issue 31): ``src/train.py qat=<format> qat.from=<float run>``
+fine-tunes the float network as PT2E's fake-quantized graph, freezes its observers and
+BatchNorm on schedule, resumes, and ends with its int8 file checked as export checks one, fp32
+and post-training int8 beside it; ``src/export.py`` on its checkpoint makes the same file; bad
+settings are one line before any run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from mobilenet_lab.deploy.formats import FORMATS
+from mobilenet_lab.deploy.loading import eval_batches, load_network
+from mobilenet_lab.jobs.startup_checks import check_train_config
+from mobilenet_lab.runs.checkpoint import load_checkpoint
+from mobilenet_lab.runs.errors import ConfigError, Refused
+from mobilenet_lab.runs.files import RUN_CONFIG_KEY
+from mobilenet_lab.runs.record import RunRecord
+from mobilenet_lab.train import train
+from tests.conftest import compose_cfg
+
+# A digits network that learned (V1 alpha 0.25 at 32 px, 10 epochs: about 93%, a few seconds)
+FLOAT = ["trainer.enable_progress_bar=false", "~callbacks.model_summary", "model.alpha=0.25",
+         "data.image_size=32", "trainer.max_epochs=10"]  # fmt: skip
+# Two short epochs: BatchNorm frozen from the second, observers from the second
+QAT = ["trainer.enable_progress_bar=false", "~callbacks.model_summary", "trainer.max_epochs=2",
+       "qat.freeze_bn_epoch=1", "qat.freeze_observers_epoch=1"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def float_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("float_run")
+    return Path(train(compose_cfg("train", FLOAT, run_dir))["best_checkpoint"])
+
+
+@pytest.fixture(scope="module")
+def qat_run(float_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """``python src/train.py qat=executorch qat.from=<float run>``, as a user runs it."""
+    from tests.conftest import run_cli
+
+    run_dir = tmp_path_factory.mktemp("qat_run")
+    done = run_cli("src/train.py", "qat=executorch", f"qat.from={float_run}", *QAT,
+                   f"hydra.run.dir={run_dir}")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {"dir": run_dir, "stdout": done.stdout,
+            "metrics": json.loads((run_dir / "metrics.json").read_text())}  # fmt: skip
+
+
+def accuracy_and_agreement(model, net: nn.Module, datamodule) -> tuple[float, float]:
+    correct = agree = total = 0
+    for images, labels in eval_batches(datamodule, "test"):
+        predicted = model.logits(images).argmax(1)
+        with torch.inference_mode():
+            agree += int((net(images).argmax(1) == predicted).sum())
+        correct += int((predicted == labels).sum())
+        total += len(labels)
+    return correct / total, agree / total
+
+
+@pytest.mark.slow
+def test_qat_writes_a_checked_int8_file_with_fp32_and_ptq_beside_it(qat_run: dict) -> None:
+    from hydra.utils import instantiate
+
+    metrics, run_dir = qat_run["metrics"], qat_run["dir"]
+    exported = metrics["export"]
+    assert metrics["status"] == "ok" and metrics["epochs"] == 2
+    assert exported["files"] == [str(run_dir / "model.int8.pte")]
+    assert not list(run_dir.glob("*.tmp*"))  # the fp32 and PTQ files were only compared
+    for name in ("fp32", "int8", "qat"):  # the same test images, each file's batch-1 latency
+        assert 0.5 < exported[f"{name}/test_acc"] <= 1, name
+        assert exported[f"executorch_{name}/latency_ms_batch_1"] > 0, name
+    assert exported["qat/test_acc"] >= 0.99 * exported["fp32/test_acc"]  # the gate it passed
+    assert "qat/test_acc" in qat_run["stdout"]  # the export's table on the console
+    # The file in its own runtime against the QAT network in PyTorch, on every test image
+    checkpoint = load_checkpoint(str(run_dir / "checkpoints" / "best.ckpt"))
+    cfg = OmegaConf.create(RunRecord.of(checkpoint).config)
+    net = load_network(cfg, checkpoint, "averaged")
+    pte = FORMATS["executorch"].open(str(run_dir / "model.int8.pte"))
+    assert pte.preprocessing.image_size == 32
+    accuracy, agreement = accuracy_and_agreement(pte, net, instantiate(cfg.data))
+    assert agreement >= 0.99
+    assert accuracy == pytest.approx(exported["qat/test_acc"])
+    assert exported["qat/top1_agreement"] == pytest.approx(agreement)
+
+
+@pytest.mark.slow
+def test_observers_and_batchnorm_freeze_on_schedule_and_stay_frozen_in_the_checkpoint(
+    qat_run: dict, float_run: Path
+) -> None:
+    last = load_checkpoint(str(qat_run["dir"] / "checkpoints" / "last.ckpt"))
+    weights = last["state_dict"]
+    assert bool(weights["net.bn_frozen"]) and bool(weights["net.observers_frozen"])
+    # The network reloaded in training mode: its fake quantizers no longer observe, and
+    # BatchNorm normalises with its running statistics (a batch of one image changes nothing)
+    cfg = OmegaConf.create(RunRecord.of(last).config)
+    net = load_network(cfg, last, "trained").train()
+    observers = [m for m in net.modules() if hasattr(m, "observer_enabled")]
+    assert observers and all(int(m.observer_enabled) == 0 for m in observers)
+    image = torch.randn(1, 1, 32, 32)
+    alone, in_batch = net(image), net(torch.cat([image, torch.randn(7, 1, 32, 32)]))[:1]
+    torch.testing.assert_close(alone, in_batch, rtol=1e-4, atol=1e-4)
+    assert cfg.qat["from"] == str(float_run)
+
+
+@pytest.mark.slow
+def test_a_qat_run_resumes_frozen_and_export_makes_the_same_file(
+    qat_run: dict, run_main, tmp_path: Path
+) -> None:
+    run_dir = qat_run["dir"]
+    first = (run_dir / "model.int8.pte").read_bytes()
+    done = run_main("src/train.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+                    "trainer.max_epochs=3")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["segments"] == 2 and metrics["status"] == "ok"
+    assert metrics["export"]["qat/test_acc"] >= 0.99 * metrics["export"]["fp32/test_acc"]
+    assert (run_dir / "model.int8.pte").read_bytes() != first  # a third epoch trained
+    # src/export.py on the checkpoint: the QAT file in the format it trained for, no other
+    logs = f"paths.log_dir={tmp_path / 'logs'}"
+    done = run_main("src/export.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+                    logs, "speed.repeats=1", "speed.warmup=0")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (record,) = (tmp_path / "logs").glob("export/runs/*/metrics.json")
+    report = json.loads(record.read_text())
+    assert report["format"] == "executorch" and report["files"] == [str(run_dir / "model.int8.pte")]
+    assert json.loads((run_dir / "export.json").read_text())["qat/test_acc"] == pytest.approx(
+        report["qat/test_acc"]
+    )
+
+
+@pytest.mark.slow
+def test_qat_for_litert_writes_a_tflite_file_that_agrees_with_the_network(
+    float_run: Path, run_main, tmp_path: Path
+) -> None:
+    from hydra.utils import instantiate
+
+    run_dir = tmp_path / "run"
+    done = run_main("src/train.py", "qat=tflite", f"qat.from={float_run}", *QAT[:3],
+                    "qat.per_channel=false", "qat.freeze_bn_epoch=null",
+                    "qat.freeze_observers_epoch=null", f"hydra.run.dir={run_dir}")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    exported = json.loads((run_dir / "metrics.json").read_text())["export"]
+    assert exported["files"] == [str(run_dir / "model.int8.tflite")]
+    checkpoint = load_checkpoint(str(run_dir / "checkpoints" / "best.ckpt"))
+    cfg = OmegaConf.create(RunRecord.of(checkpoint).config)
+    assert cfg.qat.per_channel is False
+    tflite = FORMATS["tflite"].open(str(run_dir / "model.int8.tflite"))
+    net = load_network(cfg, checkpoint, "averaged")
+    _, agreement = accuracy_and_agreement(tflite, net, instantiate(cfg.data))
+    assert agreement >= 0.99
+    assert exported["tflite_qat/latency_ms_batch_1"] > 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["qat=executorch"], "qat.from is not set: give the float run to fine-tune"),
+        (["qat=executorch", "qat.format=onnx"], "qat.format=onnx is not valid: its int8 file"),
+        (["qat=executorch", "qat.format=coreml"], "qat.format='coreml' is not valid"),
+        (["qat=executorch", "qat.freeze_observers_epoch=3"],
+         "qat.freeze_observers_epoch=3 is beyond the fine-tune's trainer.max_epochs=3"),
+        (["qat=tflite", "qat.freeze_bn_epoch=5", "trainer.max_epochs=2",
+          "qat.freeze_observers_epoch=1"],
+         "qat.freeze_bn_epoch=5 is beyond the fine-tune's trainer.max_epochs=2"),
+        (["qat=executorch", "qat.freeze_bn_epoch=-1"], "qat.freeze_bn_epoch=-1 is not valid"),
+    ],
+)  # fmt: skip
+def test_bad_qat_settings_are_one_line(
+    overrides: list[str], message: str, float_run: Path, make_cfg
+) -> None:
+    if "qat.from" not in " ".join(overrides) and "not set" not in message:
+        overrides = [*overrides, f"qat.from={float_run}"]
+    with pytest.raises(ConfigError) as error:
+        check_train_config(make_cfg("train", overrides), hardware=False)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_qat_from_a_file_of_another_tool_or_a_qat_run_is_refused(
+    tmp_path: Path, float_run: Path, make_cfg
+) -> None:
+    other = tmp_path / "weights.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, other)
+    with pytest.raises(ConfigError, match=r"^qat.from='.*weights.pt' is a PyTorch file but not"):
+        check_train_config(make_cfg("train", ["qat=executorch", f"qat.from={other}"]))
+    # A QAT run's checkpoint: the float run it came from is named
+    checkpoint = torch.load(float_run, weights_only=False)
+    record = RunRecord.of(checkpoint)
+    record.config["qat"] = {"from": "/runs/float/best.ckpt", "format": "executorch"}
+    checkpoint[RUN_CONFIG_KEY] = record.stored()
+    torch.save(checkpoint, qat_ckpt := tmp_path / "qat.ckpt")
+    with pytest.raises(ConfigError, match=r"qat\.from=/runs/float/best\.ckpt$"):
+        check_train_config(make_cfg("train", ["qat=executorch", f"qat.from={qat_ckpt}"]))
+
+
+def test_a_network_the_quantizer_cannot_take_is_refused_in_one_line() -> None:
+    class Branchy(nn.Module):  # control flow on a tensor's value: torch.export cannot trace it
+        def forward(self, images):
+            return images.mean((2, 3)) if images.sum() > 0 else images.amax((2, 3))
+
+    with pytest.raises(Refused) as error:
+        FORMATS["executorch"].qat_network(Branchy(), torch.zeros(2, 1, 8, 8), True)
+    assert str(error.value).startswith(
+        "qat.format=executorch: preparing the network for quantization-aware training failed"
+    )
+    assert "nothing was trained" in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.slow
+def test_a_bad_qat_command_stops_before_any_run_folder(float_run: Path, run_main, tmp_path):
+    logs = tmp_path / "logs"
+    done = run_main("src/train.py", "qat=executorch", f"qat.from={float_run}",
+                    "qat.freeze_bn_epoch=9", f"paths.log_dir={logs}")  # fmt: skip
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "qat.freeze_bn_epoch=9 is beyond" in line
+    assert not logs.exists()
