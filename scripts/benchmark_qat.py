@@ -32,6 +32,9 @@ MODELS = {
     "v2_0.35": ["model=mobilenet_v2", "model.alpha=0.35"],
     "v3_small": ["model=mobilenet_v3_small"],
 }
+# --quick: 3 batches an epoch, 2 epochs, a few calibration and check images (a smoke run)
+QUICK_FLOAT = ["debug=limit"]
+QUICK_QAT = ["debug=limit", "qat.freeze_observers_epoch=1"]
 FILES = {"fp32": "fp32/test_acc", "ptq": "int8/test_acc", "qat": "qat/test_acc"}
 
 
@@ -52,14 +55,17 @@ def _text(path: Path) -> str:
     return path.read_text() if path.is_file() else ""
 
 
-def measure(out: Path, name: str, seed: int, file_format: str, per_channel: bool) -> dict:
+def measure(
+    out: Path, name: str, seed: int, file_format: str, per_channel: bool, quick: bool
+) -> dict:
     """One seed of one model: the float run (shared by both settings), then its QAT run."""
     float_run = out / name / f"float_seed{seed}"
-    run(float_run, *MODELS[name], f"seed={seed}")
+    run(float_run, *MODELS[name], f"seed={seed}", *(QUICK_FLOAT if quick else []))
     setting = "per_channel" if per_channel else "per_tensor"
     qat = run(out / name / f"qat_{setting}_seed{seed}", f"qat={file_format}",
               f"qat.from={float_run / 'checkpoints' / 'best.ckpt'}", f"seed={seed}",
-              f"qat.per_channel={str(per_channel).lower()}")  # fmt: skip
+              f"qat.per_channel={str(per_channel).lower()}",
+              *(QUICK_QAT if quick else []))  # fmt: skip
     exported = qat["export"]
     return {**{file: exported[key] for file, key in FILES.items()},
             "agreement": exported["qat/top1_agreement"],
@@ -120,13 +126,14 @@ def main() -> None:
         help="models also run with per-tensor int8 weights",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "logs" / "benchmark_qat")
+    parser.add_argument("--quick", action="store_true", help="3 batches an epoch (smoke run)")
     args = parser.parse_args()
     throughput = training_images_per_second(10)
     print(f"V1 (alpha 1.0) training throughput on this machine: {throughput:.0f} images/s")
     results: dict[str, dict[str, Any]] = {}
     for name in args.models:
         for per_channel in [True, False] if name in args.per_tensor else [True]:
-            rows = [measure(args.out.resolve(), name, seed, args.format, per_channel)
+            rows = [measure(args.out.resolve(), name, seed, args.format, per_channel, args.quick)
                     for seed in range(args.seeds)]  # fmt: skip
             label = f"{name} {'per-channel' if per_channel else 'per-tensor'}"
             results[label] = {**summary(rows), "seeds": rows}

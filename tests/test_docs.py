@@ -33,7 +33,7 @@ HYDRA_APPS = {"src/train.py", "src/eval.py", "src/predict.py", "src/export.py",
               "scripts/profile_model.py"}  # fmt: skip
 SCRIPTS = {"scripts/report.py", "scripts/benchmark_train.py", "scripts/benchmark_data.py",
            "scripts/benchmark_export.py", "scripts/benchmark_report.py",
-           "scripts/benchmark_distillation.py"}  # fmt: skip
+           "scripts/benchmark_distillation.py", "scripts/benchmark_qat.py"}  # fmt: skip
 # More processes, GPUs or machines than a test has: composed, not run.
 COMPOSE_ONLY = {"trainer=gpu", "trainer=ddp", "trainer=ddp_cpu", "hydra/launcher=slurm"}
 # Smaller settings of a script's own options, appended (argparse: the last one wins).
@@ -43,7 +43,8 @@ CHEAP_SCRIPT_ARGS = {
 }
 # Run, in a smoke mode, by tests/test_scripts.py (gpu_check.sh: its --cpu dry run).
 SMOKE_TESTED = {"scripts/benchmark_train.py", "scripts/benchmark_data.py",
-                "scripts/benchmark_distillation.py", "scripts/gpu_check.sh"}  # fmt: skip
+                "scripts/benchmark_distillation.py", "scripts/benchmark_qat.py",
+                "scripts/gpu_check.sh"}  # fmt: skip
 # Recipes made for GPUs run here on the CPU preset.
 GPU_RECIPES = {f"experiment={path.stem}" for path in (ROOT / "conf" / "experiment").glob("*.yaml")
                if "override /trainer: gpu" in path.read_text()}  # fmt: skip

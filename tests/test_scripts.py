@@ -54,6 +54,21 @@ def test_benchmark_distillation_smoke(run_main, digits_teacher) -> None:
         assert re.search(rf"{variant} .* [\d.]+ ms a step +[\d.]+x plain", result.stdout), variant
 
 
+def test_benchmark_qat_smoke(run_main, tmp_path: Path) -> None:
+    """One seed of V1 0.25, per-channel and per-tensor, 3 batches an epoch: each setting's
+    line of medians, and the results and the picture written."""
+    result = run_main("scripts/benchmark_qat.py", "--quick", "--seeds", "1", "--models",
+                      "v1_0.25", "--per-tensor", "v1_0.25", "--out", str(tmp_path))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"training throughput on this machine: [\d.]+ images/s", result.stdout)
+    for setting in ("per-channel", "per-tensor"):
+        line = rf"v1_0.25 {setting} +fp32 [\d.]+% \(lowest [\d.]+%\) +PTQ [\d.]+% .* QAT-fp32 "
+        assert re.search(line, result.stdout), setting
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["results"]) == {"v1_0.25 per-channel", "v1_0.25 per-tensor"}
+    assert (tmp_path / "qat.png").stat().st_size > 10_000
+
+
 def test_gpu_check_dry_run(tmp_path: Path) -> None:
     """The GPU proof script's dry run (``--cpu``), from another folder and with PYTHONPATH
     emptied (the script sets it itself): the table of the four models, written."""
