@@ -54,10 +54,13 @@ class QatNetwork(nn.Module):
     runtime's quantizer): fake-quantized weights and activations, BatchNorm still training
     (folded into the convolution as the converted file has it), a dynamic batch size.
 
-    ``train()`` / ``eval()`` move the exported graph between modes (an exported graph ignores
-    ``nn.Module.train``). ``freeze_observers`` keeps the scales learned so far; ``freeze_bn``
-    keeps BatchNorm's running statistics (torchvision's QAT recipe, after a few epochs each).
-    Both are kept in buffers, so a resumed run and a reloaded checkpoint keep them."""
+    An exported graph ignores ``nn.Module.train``: its mode is set here, in ``forward``, from
+    ``self.training`` (Lightning restores a module's mode after validation by setting
+    ``training`` itself, so ``train()`` alone would not see it). Training: observers and
+    BatchNorm's statistics update unless frozen; eval: neither (the observers would otherwise
+    go on observing validation and test images). ``freeze_observers`` keeps the scales learned
+    so far, ``freeze_bn`` BatchNorm's running statistics (torchvision's QAT recipe, after a few
+    epochs each); both flags are buffers, so a resumed run and a reloaded checkpoint keep them."""
 
     def __init__(
         self, net: nn.Module, example: Tensor, quantizer: QuantizerFactory, per_channel: bool
@@ -72,32 +75,38 @@ class QatNetwork(nn.Module):
         self.graph = prepare_qat_pt2e(graph.module(), self.quantizer)
         self.register_buffer("observers_frozen", torch.tensor(False))
         self.register_buffer("bn_frozen", torch.tensor(False))
-        self.register_load_state_dict_post_hook(_follow_loaded_flags)
-        self.train()
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.graph(images.contiguous())
+        self._frozen = (False, False)  # the two buffers, read without a device sync
+        self._applied: tuple[bool, bool, bool] | None = None  # the graph's mode
+        self.register_load_state_dict_post_hook(_read_loaded_flags)
 
     def train(self, mode: bool = True) -> QatNetwork:
-        """Training: observers and BatchNorm statistics update unless frozen. Eval: neither
-        (PT2E's observers would otherwise go on observing validation and test images)."""
+        """``training`` alone (the exported graph refuses ``train()``): ``forward`` applies it."""
+        self.training = mode
+        return self
+
+    def forward(self, images: Tensor) -> Tensor:
+        mode = (self.training, *self._frozen)
+        if mode != self._applied:
+            self._set_mode(*mode)
+        return self.graph(images.contiguous())
+
+    def _set_mode(self, training: bool, observers_frozen: bool, bn_frozen: bool) -> None:
         from torchao.quantization.pt2e import disable_observer, enable_observer
 
-        self.training = mode
-        observing = mode and not bool(self.observers_frozen)
+        observing = training and not observers_frozen
         self.graph.apply(enable_observer if observing else disable_observer)
-        _set_training(self.graph, mode, bn_training=mode and not bool(self.bn_frozen))
-        return self
+        _set_training(self.graph, training, bn_training=training and not bn_frozen)
+        self._applied = (training, observers_frozen, bn_frozen)
 
     def freeze_observers(self) -> None:
         """Fake quantization goes on with the scales observed so far."""
         self.observers_frozen.fill_(True)
-        self.train(self.training)
+        self._frozen = (True, self._frozen[1])
 
     def freeze_bn(self) -> None:
         """BatchNorm normalises with its running statistics from now on, in training too."""
         self.bn_frozen.fill_(True)
-        self.train(self.training)
+        self._frozen = (self._frozen[0], True)
 
     def converted(self, fold_quantize: bool) -> nn.Module:
         """The int8 graph (quantize / dequantize pairs with the learned scales) the runtime's
@@ -105,10 +114,11 @@ class QatNetwork(nn.Module):
         return _converted(copy.deepcopy(self.graph), fold_quantize)
 
 
-def _follow_loaded_flags(net: QatNetwork, keys: Any) -> None:
-    """After a checkpoint is loaded (its observers' own flags too, as they were saved): the
-    graph follows the frozen flags just read, in the current mode."""
-    net.train(net.training)
+def _read_loaded_flags(net: QatNetwork, keys: Any) -> None:
+    """After a checkpoint is loaded: the frozen flags it holds, applied at the next forward
+    (the observers' own flags were loaded as they were saved, in whatever mode that was)."""
+    net._frozen = (bool(net.observers_frozen), bool(net.bn_frozen))
+    net._applied = None
 
 
 def _set_training(graph: torch.fx.GraphModule, training: bool, bn_training: bool) -> None:
