@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from mobilenet_lab.deploy.formats import FORMATS
 from mobilenet_lab.deploy.loading import eval_batches, load_network
-from mobilenet_lab.jobs.startup_checks import check_train_config
+from mobilenet_lab.jobs.startup_checks import check_export_config, check_train_config
 from mobilenet_lab.runs.checkpoint import load_checkpoint
 from mobilenet_lab.runs.errors import ConfigError, Refused
 from mobilenet_lab.runs.files import RUN_CONFIG_KEY
@@ -39,21 +39,31 @@ def float_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def qat_run(float_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """``python src/train.py qat=executorch qat.from=<float run>``, as a user runs it."""
+def qat_run(float_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``python src/train.py qat=executorch qat.from=<float run>``, as a user runs it (its
+    int8 file left to ``src/export.py`` here: the LiteRT test makes one at the run's end)."""
     from tests.conftest import run_cli
 
     run_dir = tmp_path_factory.mktemp("qat_run")
     done = run_cli("src/train.py", "qat=executorch", f"qat.from={float_run}", *QAT,
-                   f"hydra.run.dir={run_dir}")  # fmt: skip
+                   "qat.export=false", f"hydra.run.dir={run_dir}")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    return {"dir": run_dir, "stdout": done.stdout,
-            "metrics": json.loads((run_dir / "metrics.json").read_text())}  # fmt: skip
+    return run_dir
 
 
-def accuracy_and_agreement(model, net: nn.Module, datamodule) -> tuple[float, float]:
+def qat_network(checkpoint_path: Path) -> tuple[nn.Module, DictConfig]:
+    checkpoint = load_checkpoint(str(checkpoint_path))
+    cfg = OmegaConf.create(RunRecord.of(checkpoint).config)
+    return load_network(cfg, checkpoint, "averaged"), cfg
+
+
+def file_accuracy_and_agreement(model, net: nn.Module, cfg: DictConfig) -> tuple[float, float]:
+    """The file's test accuracy, and the share of test images where its class is the QAT
+    network's in PyTorch."""
+    from hydra.utils import instantiate
+
     correct = agree = total = 0
-    for images, labels in eval_batches(datamodule, "test"):
+    for images, labels in eval_batches(instantiate(cfg.data), "test"):
         predicted = model.logits(images).argmax(1)
         with torch.inference_mode():
             agree += int((net(images).argmax(1) == predicted).sum())
@@ -63,82 +73,80 @@ def accuracy_and_agreement(model, net: nn.Module, datamodule) -> tuple[float, fl
 
 
 @pytest.mark.slow
-def test_qat_writes_a_checked_int8_file_with_fp32_and_ptq_beside_it(qat_run: dict) -> None:
-    from hydra.utils import instantiate
-
-    metrics, run_dir = qat_run["metrics"], qat_run["dir"]
-    exported = metrics["export"]
-    assert metrics["status"] == "ok" and metrics["epochs"] == 2
-    assert exported["files"] == [str(run_dir / "model.int8.pte")]
-    assert not list(run_dir.glob("*.tmp*"))  # the fp32 and PTQ files were only compared
+def test_export_of_a_qat_run_writes_its_checked_int8_file_with_fp32_and_ptq_beside_it(
+    qat_run: Path, run_main, tmp_path: Path
+) -> None:
+    best = qat_run / "checkpoints" / "best.ckpt"
+    logs = f"paths.log_dir={tmp_path / 'logs'}"
+    done = run_main("src/export.py", f"ckpt_path={best}", logs, "speed.repeats=1",
+                    "speed.warmup=0")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "qat/test_acc" in done.stdout  # the console table
+    (record,) = (tmp_path / "logs").glob("export/runs/*/metrics.json")
+    report = json.loads(record.read_text())
+    assert report["format"] == "executorch"  # the format the run trained for
+    assert report["files"] == [str(qat_run / "model.int8.pte")]
+    assert not list(qat_run.glob("*.tmp*"))  # the fp32 and PTQ files were only compared
     for name in ("fp32", "int8", "qat"):  # the same test images, each file's batch-1 latency
-        assert 0.5 < exported[f"{name}/test_acc"] <= 1, name
-        assert exported[f"executorch_{name}/latency_ms_batch_1"] > 0, name
-    assert exported["qat/test_acc"] >= 0.99 * exported["fp32/test_acc"]  # the gate it passed
-    assert "qat/test_acc" in qat_run["stdout"]  # the export's table on the console
+        assert 0.5 < report[f"{name}/test_acc"] <= 1, name
+        assert report[f"executorch_{name}/latency_ms_batch_1"] > 0, name
+    assert report["qat/test_acc"] >= 0.99 * report["fp32/test_acc"]  # the gate it passed
+    beside = json.loads((qat_run / "export.json").read_text())  # the sweep report reads it
+    assert beside["qat/test_acc"] == report["qat/test_acc"]
     # The file in its own runtime against the QAT network in PyTorch, on every test image
-    checkpoint = load_checkpoint(str(run_dir / "checkpoints" / "best.ckpt"))
-    cfg = OmegaConf.create(RunRecord.of(checkpoint).config)
-    net = load_network(cfg, checkpoint, "averaged")
-    pte = FORMATS["executorch"].open(str(run_dir / "model.int8.pte"))
+    # (a wrong conversion agrees on about a tenth; this tiny network's margins are small)
+    net, cfg = qat_network(best)
+    pte = FORMATS["executorch"].open(str(qat_run / "model.int8.pte"))
     assert pte.preprocessing.image_size == 32
-    accuracy, agreement = accuracy_and_agreement(pte, net, instantiate(cfg.data))
-    assert agreement >= 0.99
-    assert accuracy == pytest.approx(exported["qat/test_acc"])
-    assert exported["qat/top1_agreement"] == pytest.approx(agreement)
+    accuracy, agreement = file_accuracy_and_agreement(pte, net, cfg)
+    assert agreement >= 0.97
+    assert accuracy == pytest.approx(report["qat/test_acc"])
+    assert report["qat/top1_agreement"] == pytest.approx(agreement)
 
 
 @pytest.mark.slow
 def test_observers_and_batchnorm_freeze_on_schedule_and_stay_frozen_in_the_checkpoint(
-    qat_run: dict, float_run: Path
+    qat_run: Path, float_run: Path
 ) -> None:
-    last = load_checkpoint(str(qat_run["dir"] / "checkpoints" / "last.ckpt"))
-    weights = last["state_dict"]
+    last = qat_run / "checkpoints" / "last.ckpt"
+    weights = load_checkpoint(str(last))["state_dict"]
     assert bool(weights["net.bn_frozen"]) and bool(weights["net.observers_frozen"])
-    # The network reloaded in training mode: its fake quantizers no longer observe, and
-    # BatchNorm normalises with its running statistics (a batch of one image changes nothing)
-    cfg = OmegaConf.create(RunRecord.of(last).config)
-    net = load_network(cfg, last, "trained").train()
-    observers = [m for m in net.modules() if hasattr(m, "observer_enabled")]
-    assert observers and all(int(m.observer_enabled) == 0 for m in observers)
+    # Every observer observed in the first epoch (a scale from real ranges, none infinite)
+    ranges = [v for k, v in weights.items() if k.endswith(("min_val", "max_val"))]
+    assert ranges and all(torch.isfinite(v).all() for v in ranges)
+    # Reloaded in training mode: its fake quantizers no longer observe, and BatchNorm
+    # normalises with its running statistics (an image's logits do not depend on its batch)
+    net, cfg = qat_network(last)
+    net.train()
     image = torch.randn(1, 1, 32, 32)
     alone, in_batch = net(image), net(torch.cat([image, torch.randn(7, 1, 32, 32)]))[:1]
+    observers = [m for m in net.modules() if hasattr(m, "observer_enabled")]
+    assert observers and all(int(m.observer_enabled) == 0 for m in observers)
     torch.testing.assert_close(alone, in_batch, rtol=1e-4, atol=1e-4)
     assert cfg.qat["from"] == str(float_run)
 
 
 @pytest.mark.slow
-def test_a_qat_run_resumes_frozen_and_export_makes_the_same_file(
-    qat_run: dict, run_main, tmp_path: Path
-) -> None:
-    run_dir = qat_run["dir"]
-    first = (run_dir / "model.int8.pte").read_bytes()
-    done = run_main("src/train.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
-                    "trainer.max_epochs=3")  # fmt: skip
+def test_a_qat_run_resumes_frozen_as_recorded(qat_run: Path, run_main) -> None:
+    last = qat_run / "checkpoints" / "last.ckpt"
+    before = load_checkpoint(str(last))["state_dict"]
+    done = run_main("src/train.py", f"ckpt_path={last}", "trainer.max_epochs=3")
     assert done.returncode == 0, done.stderr[-3000:]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((qat_run / "metrics.json").read_text())
     assert metrics["epochs"] == 3 and metrics["segments"] == 2 and metrics["status"] == "ok"
-    assert metrics["export"]["qat/test_acc"] >= 0.99 * metrics["export"]["fp32/test_acc"]
-    assert (run_dir / "model.int8.pte").read_bytes() != first  # a third epoch trained
-    # src/export.py on the checkpoint: the QAT file in the format it trained for, no other
-    logs = f"paths.log_dir={tmp_path / 'logs'}"
-    done = run_main("src/export.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
-                    logs, "speed.repeats=1", "speed.warmup=0")  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    (record,) = (tmp_path / "logs").glob("export/runs/*/metrics.json")
-    report = json.loads(record.read_text())
-    assert report["format"] == "executorch" and report["files"] == [str(run_dir / "model.int8.pte")]
-    assert json.loads((run_dir / "export.json").read_text())["qat/test_acc"] == pytest.approx(
-        report["qat/test_acc"]
-    )
+    after = load_checkpoint(str(last))["state_dict"]
+    assert bool(after["net.bn_frozen"]) and bool(after["net.observers_frozen"])
+    key = next(k for k in after if k.endswith("weight") and after[k].dim() == 4)
+    assert not torch.equal(before[key], after[key])  # a third epoch trained
+    scales = [k for k in after if k.endswith(".scale")]  # observers frozen: the same scales
+    assert scales and all(torch.equal(before[k], after[k]) for k in scales)
 
 
 @pytest.mark.slow
-def test_qat_for_litert_writes_a_tflite_file_that_agrees_with_the_network(
+def test_qat_for_litert_ends_with_a_tflite_file_that_agrees_with_the_network(
     float_run: Path, run_main, tmp_path: Path
 ) -> None:
-    from hydra.utils import instantiate
-
+    """The one command: fine-tune (per-tensor weights here, nothing frozen), then the file."""
     run_dir = tmp_path / "run"
     done = run_main("src/train.py", "qat=tflite", f"qat.from={float_run}", *QAT[:3],
                     "qat.per_channel=false", "qat.freeze_bn_epoch=null",
@@ -146,14 +154,21 @@ def test_qat_for_litert_writes_a_tflite_file_that_agrees_with_the_network(
     assert done.returncode == 0, done.stderr[-3000:]
     exported = json.loads((run_dir / "metrics.json").read_text())["export"]
     assert exported["files"] == [str(run_dir / "model.int8.tflite")]
-    checkpoint = load_checkpoint(str(run_dir / "checkpoints" / "best.ckpt"))
-    cfg = OmegaConf.create(RunRecord.of(checkpoint).config)
+    assert exported["tflite_qat/latency_ms_batch_1"] > 0
+    net, cfg = qat_network(run_dir / "checkpoints" / "best.ckpt")
     assert cfg.qat.per_channel is False
     tflite = FORMATS["tflite"].open(str(run_dir / "model.int8.tflite"))
-    net = load_network(cfg, checkpoint, "averaged")
-    _, agreement = accuracy_and_agreement(tflite, net, instantiate(cfg.data))
-    assert agreement >= 0.99
-    assert exported["tflite_qat/latency_ms_batch_1"] > 0
+    accuracy, agreement = file_accuracy_and_agreement(tflite, net, cfg)
+    assert agreement >= 0.97
+    assert accuracy == pytest.approx(exported["qat/test_acc"])
+
+
+@pytest.mark.slow
+def test_export_takes_no_other_format_for_a_qat_run(qat_run: Path, make_cfg) -> None:
+    best = qat_run / "checkpoints" / "best.ckpt"
+    cfg = make_cfg("export", [f"ckpt_path={best}", "format=onnx"])
+    with pytest.raises(ConfigError, match=r"^format=onnx is not the format this quantization"):
+        check_export_config(cfg)
 
 
 @pytest.mark.parametrize(
@@ -168,6 +183,7 @@ def test_qat_for_litert_writes_a_tflite_file_that_agrees_with_the_network(
           "qat.freeze_observers_epoch=1"],
          "qat.freeze_bn_epoch=5 is beyond the fine-tune's trainer.max_epochs=2"),
         (["qat=executorch", "qat.freeze_bn_epoch=-1"], "qat.freeze_bn_epoch=-1 is not valid"),
+        (["qat=executorch", "callbacks=ema"], "callbacks=ema with qat=executorch is not valid"),
     ],
 )  # fmt: skip
 def test_bad_qat_settings_are_one_line(

@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from mobilenet_lab.deploy.loading import built_network
 from mobilenet_lab.jobs.ddp_job import ddp_job
 from mobilenet_lab.jobs.restored_config import restore_run_config
 from mobilenet_lab.runs.checkpoint import checkpoint_weights, load_checkpoint
@@ -38,7 +39,8 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     print_config_tree(cfg, save_to=output_dir / "config_tree.log")
 
     datamodule = instantiate(cfg.data)
-    module = instantiate(cfg.module, net=instantiate(cfg.model))
+    # a quantization-aware run's checkpoint: its fake-quantized network, as it was tested
+    module = instantiate(cfg.module, net=built_network(cfg, instantiate(cfg.model)))
     if checkpoint is not None:
         module.load_state_dict(checkpoint_weights(checkpoint, cfg.weights))
     trainer = build_trainer(cfg)

@@ -67,6 +67,12 @@ def check_qat(cfg: DictConfig, build: bool = True) -> None:
         raise ConfigError(f"qat.format={qat.format!r} is not valid: use executorch or tflite")
     if not isinstance(qat.per_channel, bool):
         raise ConfigError(f"qat.per_channel={qat.per_channel!r} is not valid: use true or false")
+    if OmegaConf.select(cfg, "callbacks.ema"):
+        raise ConfigError(
+            f"callbacks=ema with qat={qat.format} is not valid: averaged weights are not the "
+            "ones the learned int8 scales fit (the fine-tune starts from qat.from's averaged "
+            "weights already); leave callbacks=ema out"
+        )
     epochs = cfg.trainer.max_epochs
     for key in ("freeze_observers_epoch", "freeze_bn_epoch"):
         epoch = qat[key]
