@@ -20,13 +20,21 @@ EXAMPLE = "logs/train/runs/<time>/model.tflite (written by src/export.py)"
 
 
 def litert_quantizer(per_channel: bool, qat: bool) -> Any:
-    """LiteRT's PT2E quantizer: symmetric static int8, weights per channel or per tensor."""
+    """LiteRT's PT2E quantizer: symmetric static int8, weights per channel or per tensor. For
+    quantization-aware training, XNNPACK's: litert-torch 0.10's QAT annotation hands
+    ``torch.export`` a function where torchao 0.18 wants a module, and XNNPACK's is TFLite's
+    int8 scheme too (int8 activations with zero points, symmetric int8 weights), whose graph
+    LiteRT's converter takes as it is (tests/test_qat.py: its classes are the network's)."""
+    if qat:
+        from mobilenet_lab.deploy.executorch import xnnpack_quantizer
+
+        return xnnpack_quantizer(per_channel, qat)
     from litert_torch.quantize.pt2e_quantizer import (
         PT2EQuantizer,
         get_symmetric_quantization_config,
     )
 
-    config = get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=qat)
+    config = get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=False)
     return PT2EQuantizer().set_global(config)
 
 
@@ -41,10 +49,11 @@ def write_tflite(
     program = net if quantizer is not None else net.eval().to(memory_format=torch.contiguous_format)
     example = example[:1].contiguous()
     quant_config = None
-    if quantizer is not None:
+    if quantizer is not None:  # the converter reads only its mode, static int8, from it: the
+        # graph's quantize / dequantize pairs carry the scales, whichever quantizer made them
         from litert_torch.quantize.quant_config import QuantConfig
 
-        quant_config = QuantConfig(pt2e_quantizer=quantizer)
+        quant_config = QuantConfig(pt2e_quantizer=litert_quantizer(True, False))
     model = litert_torch.convert(program, (example,), quant_config=quant_config)
     path.write_bytes(with_metadata(model.model_content(), prep))
     return {}
