@@ -33,9 +33,6 @@ TINY = ["debug=limit", "trainer.max_epochs=1", "trainer.enable_progress_bar=fals
         "~callbacks.model_summary", "model.alpha=0.25", "data.image_size=32"]  # fmt: skip
 FAST_EXPORT = ["speed.repeats=1", "speed.warmup=0", "speed.batch_size=2", "check_images=8",
                "calibration_images=16"]  # fmt: skip
-# 10 epochs of the whole training split: a network that learned (about 93% test accuracy, in
-# about 5 s), against which int8's loss can be measured (a 1-epoch slice guesses: about 11%)
-LEARNED = [*TINY[2:], "trainer.max_epochs=10"]
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +40,6 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 1-epoch digits run at alpha 0.25; returns its best checkpoint."""
     run_dir = tmp_path_factory.mktemp("digits_run")
     return Path(train(compose_cfg("train", TINY, run_dir))["best_checkpoint"])
-
-
-@pytest.fixture(scope="module")
-def learned_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A digits run at alpha 0.25 that learned (``LEARNED``); returns its best checkpoint."""
-    run_dir = tmp_path_factory.mktemp("learned_run")
-    return Path(train(compose_cfg("train", LEARNED, run_dir))["best_checkpoint"])
 
 
 @pytest.fixture(scope="module")

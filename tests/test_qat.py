@@ -21,31 +21,20 @@ from mobilenet_lab.runs.checkpoint import load_checkpoint
 from mobilenet_lab.runs.errors import ConfigError, Refused
 from mobilenet_lab.runs.files import RUN_CONFIG_KEY
 from mobilenet_lab.runs.record import RunRecord
-from mobilenet_lab.train import train
-from tests.conftest import compose_cfg
 
-# A digits network that learned (V1 alpha 0.25 at 32 px, 10 epochs: about 93%, a few seconds)
-FLOAT = ["trainer.enable_progress_bar=false", "~callbacks.model_summary", "model.alpha=0.25",
-         "data.image_size=32", "trainer.max_epochs=10"]  # fmt: skip
 # Two short epochs: BatchNorm frozen from the second, observers from the second
 QAT = ["trainer.enable_progress_bar=false", "~callbacks.model_summary", "trainer.max_epochs=2",
        "qat.freeze_bn_epoch=1", "qat.freeze_observers_epoch=1"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def float_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("float_run")
-    return Path(train(compose_cfg("train", FLOAT, run_dir))["best_checkpoint"])
-
-
-@pytest.fixture(scope="module")
-def qat_run(float_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def qat_run(learned_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``python src/train.py qat=executorch qat.from=<float run>``, as a user runs it (its
     int8 file left to ``src/export.py`` here: the LiteRT test makes one at the run's end)."""
     from tests.conftest import run_cli
 
     run_dir = tmp_path_factory.mktemp("qat_run")
-    done = run_cli("src/train.py", "qat=executorch", f"qat.from={float_run}", *QAT,
+    done = run_cli("src/train.py", "qat=executorch", f"qat.from={learned_run}", *QAT,
                    "qat.export=false", f"hydra.run.dir={run_dir}")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return run_dir
@@ -106,7 +95,7 @@ def test_export_of_a_qat_run_writes_its_checked_int8_file_with_fp32_and_ptq_besi
 
 @pytest.mark.slow
 def test_observers_and_batchnorm_freeze_on_schedule_and_stay_frozen_in_the_checkpoint(
-    qat_run: Path, float_run: Path
+    qat_run: Path, learned_run: Path
 ) -> None:
     last = qat_run / "checkpoints" / "last.ckpt"
     weights = load_checkpoint(str(last))["state_dict"]
@@ -123,7 +112,7 @@ def test_observers_and_batchnorm_freeze_on_schedule_and_stay_frozen_in_the_check
     observers = [m for m in net.modules() if hasattr(m, "observer_enabled")]
     assert observers and all(int(m.observer_enabled) == 0 for m in observers)
     torch.testing.assert_close(alone, in_batch, rtol=1e-4, atol=1e-4)
-    assert cfg.qat["from"] == str(float_run)
+    assert cfg.qat["from"] == str(learned_run)
 
 
 @pytest.mark.slow
@@ -144,11 +133,11 @@ def test_a_qat_run_resumes_frozen_as_recorded(qat_run: Path, run_main) -> None:
 
 @pytest.mark.slow
 def test_qat_for_litert_ends_with_a_tflite_file_that_agrees_with_the_network(
-    float_run: Path, run_main, tmp_path: Path
+    learned_run: Path, run_main, tmp_path: Path
 ) -> None:
     """The one command: fine-tune (per-tensor weights here, nothing frozen), then the file."""
     run_dir = tmp_path / "run"
-    done = run_main("src/train.py", "qat=tflite", f"qat.from={float_run}", *QAT[:3],
+    done = run_main("src/train.py", "qat=tflite", f"qat.from={learned_run}", *QAT[:3],
                     "qat.per_channel=false", "qat.freeze_bn_epoch=null",
                     "qat.freeze_observers_epoch=null", f"hydra.run.dir={run_dir}")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -187,10 +176,10 @@ def test_export_takes_no_other_format_for_a_qat_run(qat_run: Path, make_cfg) -> 
     ],
 )  # fmt: skip
 def test_bad_qat_settings_are_one_line(
-    overrides: list[str], message: str, float_run: Path, make_cfg
+    overrides: list[str], message: str, learned_run: Path, make_cfg
 ) -> None:
     if "qat.from" not in " ".join(overrides) and "not set" not in message:
-        overrides = [*overrides, f"qat.from={float_run}"]
+        overrides = [*overrides, f"qat.from={learned_run}"]
     with pytest.raises(ConfigError) as error:
         check_train_config(make_cfg("train", overrides), hardware=False)
     assert message in str(error.value)
@@ -198,14 +187,14 @@ def test_bad_qat_settings_are_one_line(
 
 
 def test_qat_from_a_file_of_another_tool_or_a_qat_run_is_refused(
-    tmp_path: Path, float_run: Path, make_cfg
+    tmp_path: Path, learned_run: Path, make_cfg
 ) -> None:
     other = tmp_path / "weights.pt"
     torch.save({"conv.weight": torch.zeros(1)}, other)
     with pytest.raises(ConfigError, match=r"^qat.from='.*weights.pt' is a PyTorch file but not"):
         check_train_config(make_cfg("train", ["qat=executorch", f"qat.from={other}"]))
     # A QAT run's checkpoint: the float run it came from is named
-    checkpoint = torch.load(float_run, weights_only=False)
+    checkpoint = torch.load(learned_run, weights_only=False)
     record = RunRecord.of(checkpoint)
     record.config["qat"] = {"from": "/runs/float/best.ckpt", "format": "executorch"}
     checkpoint[RUN_CONFIG_KEY] = record.stored()
@@ -228,9 +217,9 @@ def test_a_network_the_quantizer_cannot_take_is_refused_in_one_line() -> None:
 
 
 @pytest.mark.slow
-def test_a_bad_qat_command_stops_before_any_run_folder(float_run: Path, run_main, tmp_path):
+def test_a_bad_qat_command_stops_before_any_run_folder(learned_run: Path, run_main, tmp_path):
     logs = tmp_path / "logs"
-    done = run_main("src/train.py", "qat=executorch", f"qat.from={float_run}",
+    done = run_main("src/train.py", "qat=executorch", f"qat.from={learned_run}",
                     "qat.freeze_bn_epoch=9", f"paths.log_dir={logs}")  # fmt: skip
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()

@@ -179,13 +179,6 @@ def check_eval_config(cfg: DictConfig, hardware: bool = True) -> None:
         cfg, checkpoint, cfg.hydra.overrides.task, dict(cfg.hydra.runtime.choices)
     )
     check_model_and_data(merged)
-    qat = merged.get("qat")
-    asked = [o for o in cfg.hydra.overrides.task if o.startswith("format=")]
-    if qat and asked and cfg.format != qat.format:
-        raise ConfigError(
-            f"format={cfg.format} is not the format this quantization-aware run trained for "
-            f"(qat.format={qat.format}): its int8 file is {qat.format}'s; leave format out"
-        )
 
 
 def check_model_and_data(cfg: DictConfig) -> None:
