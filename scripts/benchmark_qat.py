@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from mobilenet_lab.analysis.timing import training_images_per_second
 
@@ -86,6 +89,50 @@ def summary(rows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+def weight_sqnr(ckpt_path: Path) -> dict[str, tuple[float, float]]:
+    """Median signal-to-quantization-noise ratio (dB) of symmetric int8 weights, one scale per
+    tensor and one per output channel, over each kind of V1 convolution (BatchNorm folded into
+    them, as the files have it): why depthwise layers want per-channel scales."""
+    from omegaconf import OmegaConf
+
+    from mobilenet_lab.deploy.loading import load_network
+    from mobilenet_lab.runs.checkpoint import load_checkpoint
+    from mobilenet_lab.runs.record import RunRecord
+
+    checkpoint = load_checkpoint(str(ckpt_path))
+    net = load_network(OmegaConf.create(RunRecord.of(checkpoint).config), checkpoint, "averaged")
+    modules = dict(net.named_modules())
+    found: dict[str, list[tuple[float, float]]] = {}
+    for name, conv in modules.items():
+        if not isinstance(conv, torch.nn.Conv2d):
+            continue
+        parent, index = name.rsplit(".", 1)
+        norm = modules.get(f"{parent}.{int(index) + 1}")  # V1's conv -> BatchNorm -> ReLU
+        weight = conv.weight.detach()
+        if isinstance(norm, torch.nn.BatchNorm2d):
+            weight = weight * (norm.weight / torch.sqrt(norm.running_var + norm.eps)).detach().view(
+                -1, 1, 1, 1
+            )
+        channel_max = weight.abs().flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        kind = (
+            "depthwise"
+            if conv.groups > 1
+            else "pointwise"
+            if conv.kernel_size == (1, 1)
+            else "stem"
+        )
+        found.setdefault(kind, []).append(
+            (_sqnr(weight, channel_max.max() / 127), _sqnr(weight, channel_max / 127))
+        )
+    return {kind: (statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows))
+            for kind, rows in found.items()}  # fmt: skip
+
+
+def _sqnr(weight: torch.Tensor, scale: torch.Tensor) -> float:
+    rounded = (weight / scale).round().clamp(-127, 127) * scale
+    return 10 * math.log10(float(weight.pow(2).sum() / (weight - rounded).pow(2).sum()))
+
+
 def plot(results: dict[str, dict[str, Any]], path: Path, throughput: float) -> None:
     import matplotlib
 
@@ -145,8 +192,16 @@ def main() -> None:
                   f"QAT-fp32 {100 * r['qat_minus_fp32']:+.2f} pt  recovered {shown}  "
                   f"file/network agreement {r['agreement_lowest']:.2%} lowest",
                   flush=True)  # fmt: skip
+    float_runs = {name: args.out.resolve() / name / "float_seed0" for name in args.models}
+    sqnr = {name: weight_sqnr(run / "checkpoints" / "best.ckpt")
+            for name, run in float_runs.items() if name.startswith("v1")}  # fmt: skip
+    for name, kinds in sqnr.items():
+        shown = ", ".join(f"{kind} {tensor:.1f} / {channel:.1f} dB"
+                          for kind, (tensor, channel) in kinds.items())  # fmt: skip
+        print(f"{name} int8 weight SQNR per tensor / per channel (median layer): {shown}")
     args.out.mkdir(parents=True, exist_ok=True)
-    record = {"v1_images_per_s": throughput, "format": args.format, "results": results}
+    record = {"v1_images_per_s": throughput, "format": args.format, "results": results,
+              "weight_sqnr_db": sqnr}  # fmt: skip
     (args.out / "results.json").write_text(json.dumps(record, indent=2) + "\n")
     plot(results, args.out / "qat.png", throughput)
     print(f"Wrote {args.out / 'results.json'} and {args.out / 'qat.png'}")

@@ -64,6 +64,7 @@ def test_benchmark_qat_smoke(run_main, tmp_path: Path) -> None:
     for setting in ("per-channel", "per-tensor"):
         line = rf"v1_0.25 {setting} +fp32 [\d.]+% \(lowest [\d.]+%\) +PTQ [\d.]+% .* QAT-fp32 "
         assert re.search(line, result.stdout), setting
+    assert re.search(r"v1_0.25 int8 weight SQNR .* depthwise [\d.]+ / [\d.]+ dB", result.stdout)
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["results"]) == {"v1_0.25 per-channel", "v1_0.25 per-tensor"}
     assert (tmp_path / "qat.png").stat().st_size > 10_000
