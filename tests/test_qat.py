@@ -68,7 +68,7 @@ def test_export_of_a_qat_run_writes_its_checked_int8_file_with_fp32_and_ptq_besi
     best = qat_run / "checkpoints" / "best.ckpt"
     logs = f"paths.log_dir={tmp_path / 'logs'}"
     done = run_main("src/export.py", f"ckpt_path={best}", logs, "speed.repeats=1",
-                    "speed.warmup=0")  # fmt: skip
+                    "speed.warmup=0", "calibration_images=16", "check_images=8")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "qat/test_acc" in done.stdout  # the console table
     (record,) = (tmp_path / "logs").glob("export/runs/*/metrics.json")
@@ -135,17 +135,15 @@ def test_a_qat_run_resumes_frozen_as_recorded(qat_run: Path, run_main) -> None:
 def test_qat_for_litert_ends_with_a_tflite_file_that_agrees_with_the_network(
     learned_run: Path, run_main, tmp_path: Path
 ) -> None:
-    """The one command: fine-tune (per-tensor weights here, nothing frozen), then the file."""
+    """The one command: fine-tune, then the file."""
     run_dir = tmp_path / "run"
-    done = run_main("src/train.py", "qat=tflite", f"qat.from={learned_run}", *QAT[:3],
-                    "qat.per_channel=false", "qat.freeze_bn_epoch=null",
-                    "qat.freeze_observers_epoch=null", f"hydra.run.dir={run_dir}")  # fmt: skip
+    done = run_main("src/train.py", "qat=tflite", f"qat.from={learned_run}", *QAT,
+                    f"hydra.run.dir={run_dir}")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     exported = json.loads((run_dir / "metrics.json").read_text())["export"]
     assert exported["files"] == [str(run_dir / "model.int8.tflite")]
     assert exported["tflite_qat/latency_ms_batch_1"] > 0
     net, cfg = qat_network(run_dir / "checkpoints" / "best.ckpt")
-    assert cfg.qat.per_channel is False
     tflite = FORMATS["tflite"].open(str(run_dir / "model.int8.tflite"))
     accuracy, agreement = file_accuracy_and_agreement(tflite, net, cfg)
     assert agreement >= 0.97
@@ -201,6 +199,23 @@ def test_qat_from_a_file_of_another_tool_or_a_qat_run_is_refused(
     torch.save(checkpoint, qat_ckpt := tmp_path / "qat.ckpt")
     with pytest.raises(ConfigError, match=r"qat\.from=/runs/float/best\.ckpt$"):
         check_train_config(make_cfg("train", ["qat=executorch", f"qat.from={qat_ckpt}"]))
+
+
+@pytest.mark.parametrize("file_format", ["executorch", "tflite"])
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_weights_are_fake_quantized_per_channel_or_per_tensor(
+    file_format: str, per_channel: bool
+) -> None:
+    from mobilenet_lab.models import build_mobilenet_v1
+
+    net = build_mobilenet_v1(alpha=0.25, num_classes=10, in_chans=1)
+    qat = FORMATS[file_format].qat_network(net, torch.zeros(2, 1, 32, 32), per_channel)
+    qat.train()(torch.randn(4, 1, 32, 32))
+    # the weight fake quantizers: one scale per output channel, or one for the tensor
+    channels = {conv.weight.shape[0] for conv in net.modules() if isinstance(conv, nn.Conv2d)}
+    sizes = {m.scale.numel() for m in qat.modules() if hasattr(m, "observer_enabled")}
+    assert (channels <= sizes) is per_channel
+    assert 1 in sizes  # the activations: one scale each either way
 
 
 def test_a_network_the_quantizer_cannot_take_is_refused_in_one_line() -> None:

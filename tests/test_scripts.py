@@ -55,18 +55,17 @@ def test_benchmark_distillation_smoke(run_main, digits_teacher) -> None:
 
 
 def test_benchmark_qat_smoke(run_main, tmp_path: Path) -> None:
-    """One seed of V1 0.25, per-channel and per-tensor, 3 batches an epoch: each setting's
-    line of medians, and the results and the picture written."""
+    """One seed of V1 0.25, 3 batches an epoch: its line of medians, the weights' SQNR, and the
+    results and the picture written (per-tensor QAT: tests/test_qat.py)."""
     result = run_main("scripts/benchmark_qat.py", "--quick", "--seeds", "1", "--models",
-                      "v1_0.25", "--per-tensor", "v1_0.25", "--out", str(tmp_path))  # fmt: skip
+                      "v1_0.25", "--out", str(tmp_path))  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"training throughput on this machine: [\d.]+ images/s", result.stdout)
-    for setting in ("per-channel", "per-tensor"):
-        line = rf"v1_0.25 {setting} +fp32 [\d.]+% \(lowest [\d.]+%\) +PTQ [\d.]+% .* QAT-fp32 "
-        assert re.search(line, result.stdout), setting
+    line = r"v1_0.25 per-channel +fp32 [\d.]+% \(lowest [\d.]+%\) +PTQ [\d.]+% .* QAT-fp32 "
+    assert re.search(line, result.stdout)
     assert re.search(r"v1_0.25 int8 weight SQNR .* depthwise [\d.]+ / [\d.]+ dB", result.stdout)
     results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results["results"]) == {"v1_0.25 per-channel", "v1_0.25 per-tensor"}
+    assert set(results["results"]) == {"v1_0.25 per-channel"}
     assert (tmp_path / "qat.png").stat().st_size > 10_000
 
 
