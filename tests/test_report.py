@@ -76,6 +76,32 @@ def _metrics(alpha: float, size: int, mult_adds: int, acc: float, status: str = 
             "overrides": [f"model.alpha={alpha}", f"data.image_size={size}"]}  # fmt: skip
 
 
+def test_the_int8_columns_show_where_a_run_has_an_int8_file(
+    tmp_path: Path, make_cfg: Callable[..., DictConfig]
+) -> None:
+    """A PTQ export's record beside its files (``export.json``) and a QAT run's own
+    ``metrics.json`` give the int8 columns; a sweep without int8 files has none."""
+    from mobilenet_lab.analysis.report_markdown import markdown, report_columns
+    from mobilenet_lab.runs.metrics import EXPORTED, metrics_record
+
+    cfg = make_cfg("train", [])
+    _fake_run(tmp_path / "0", cfg, _metrics(0.25, 32, 1000, 0.9))
+    ptq = _fake_run(tmp_path / "1", cfg, _metrics(0.5, 32, 2000, 0.95))
+    exported = metrics_record("export", "export", "ok", {"int8/test_acc": 0.94, "format": "onnx"})
+    (ptq / EXPORTED).write_text(json.dumps(exported))
+    qat = {**_metrics(0.75, 32, 3000, 0.97), "export": {"int8/test_acc": 0.96,
+                                                        "qat/test_acc": 0.97}}  # fmt: skip
+    _fake_run(tmp_path / "2", cfg, qat)
+    rows = {Path(row["run_dir"]).name: row for row in read_runs([tmp_path])}
+    assert "int8/test_acc" not in rows["0"] and rows["1"]["int8/test_acc"] == 0.94
+    assert rows["2"]["qat/test_acc"] == 0.97
+    columns = report_columns(list(rows.values()))
+    assert columns.index("int8/test_acc") == columns.index("test/acc") + 1
+    assert "int8 test acc (QAT)" in markdown(list(rows.values()), "t", "cpu")
+    assert "int8/test_acc" not in report_columns([rows["0"]])
+    assert "int8 test acc" not in markdown([rows["0"]], "t", "cpu")
+
+
 def test_report_reads_a_mixed_folder_measures_latency_once_and_caches_it(
     tmp_path: Path, make_cfg: Callable[..., DictConfig]
 ) -> None:
