@@ -218,6 +218,16 @@ def test_weights_are_fake_quantized_per_channel_or_per_tensor(
     assert 1 in sizes  # the activations: one scale each either way
 
 
+def test_a_qat_file_that_does_not_predict_as_its_network_is_refused() -> None:
+    from mobilenet_lab.export import QAT_MIN_AGREEMENT, conversion_refusal
+
+    report = {"qat/top1_agreement": 0.6489, "int8/test_images": 450}
+    refusal = conversion_refusal(report)
+    assert refusal.startswith("quantization-aware int8 file refused: it gives the QAT network's")
+    assert "64.89% of the 450 test images" in refusal and "\n" not in refusal
+    assert conversion_refusal({**report, "qat/top1_agreement": QAT_MIN_AGREEMENT}) is None
+
+
 def test_a_network_the_quantizer_cannot_take_is_refused_in_one_line() -> None:
     class Branchy(nn.Module):  # control flow on a tensor's value: torch.export cannot trace it
         def forward(self, images):
