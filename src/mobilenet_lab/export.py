@@ -261,7 +261,7 @@ def quantize_files(
     # int8 is judged by its test accuracy (int8_refusal): its logit difference is only reported
     int8 = logit_parity(float_net, models["int8"].logits(check_images), check_images, factor=1)
     report.update({f"int8/{key}": int8[key] for key in ("max_abs_diff", "top1_agreement")})
-    int8_speed = speed(None, models, check_images, cfg.speed, file_format.name)
-    fp32_speed = f"{file_format.name}_fp32"  # measured already, beside PyTorch's
-    report.update({k: v for k, v in int8_speed.items() if not k.startswith(fp32_speed)})
+    # the fp32 file was timed already, beside PyTorch
+    int8_files = {name: model for name, model in models.items() if name != "fp32"}
+    report.update(speed(None, int8_files, check_images, cfg.speed, file_format.name))
     return report

@@ -72,12 +72,12 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(cfg.data)
     # Resumed: the checkpoint's weights replace any init_from, which is not read again.
     if resume:
-        net = built_network(cfg)
-    elif cfg.get("qat"):  # the float run's weights, as the fake-quantized graph
-        net = built_network(cfg, load_float_network(cfg.qat["from"], "averaged"))
+        plain_net = instantiate(as_trained(resolved["model"]))
+    elif cfg.get("qat"):  # the float run's weights
+        plain_net = load_float_network(cfg.qat["from"], "averaged")
     else:
-        net = instantiate(cfg.model)
-    plain_net = instantiate(as_trained(cfg.model)) if cfg.get("qat") else net  # to count
+        plain_net = instantiate(cfg.model)
+    net = built_network(cfg, plain_net)  # a QAT run's: the fake-quantized graph of plain_net
     module = instantiate(
         cfg.module,
         net=net,

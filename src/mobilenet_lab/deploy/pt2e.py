@@ -17,6 +17,7 @@ from torch import Tensor, nn
 # The quantizer of a format's runtime: (per_channel, qat) -> a PT2E ``Quantizer``
 QuantizerFactory = Callable[[bool, bool], Any]
 BATCH_NORM, DROPOUT = torch.ops.aten.batch_norm.default, torch.ops.aten.dropout.default
+TRAINING_ARGUMENT = {BATCH_NORM: 5, DROPOUT: 2}  # where each op takes its ``training`` flag
 
 
 def pt2e_int8(
@@ -127,7 +128,7 @@ def _set_training(graph: torch.fx.GraphModule, training: bool, bn_training: bool
     network's (Keras's 1e-3)."""
     changed = False
     for node in graph.graph.nodes:
-        index = {BATCH_NORM: 5, DROPOUT: 2}.get(node.target)
+        index = TRAINING_ARGUMENT.get(node.target)
         if index is not None:
             wanted = bn_training if node.target is BATCH_NORM else training
             if node.args[index] != wanted:
