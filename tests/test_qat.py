@@ -218,6 +218,34 @@ def test_weights_are_fake_quantized_per_channel_or_per_tensor(
     assert 1 in sizes  # the activations: one scale each either way
 
 
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_the_converted_graph_computes_what_the_qat_network_trained(per_channel: bool) -> None:
+    # timm's V2 blocks in small (ReLU6 after BatchNorm, a residual sum, a classifier): the
+    # file keeps the scales the fused fake quantizers trained with (max|w|/127.5, not /127)
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU6())
+
+    class Residual(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.block = nn.Conv2d(1, 8, 3, padding=1), block
+            self.head = nn.Linear(8, 10)
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            features = self.stem(images)
+            return self.head((features + self.block(features)).mean((2, 3)))
+
+    qat = FORMATS["executorch"].qat_network(Residual(), torch.zeros(2, 1, 8, 8), per_channel)
+    images = torch.randn(32, 1, 8, 8)
+    qat.train()(images)
+    qat.freeze_observers()
+    qat.freeze_bn()
+    with torch.no_grad():
+        trained = qat.eval()(images)
+        converted = qat.converted(fold_quantize=True)(images)
+    torch.testing.assert_close(converted, trained, rtol=0, atol=1e-5)
+
+
 def test_a_qat_file_that_does_not_predict_as_its_network_is_refused() -> None:
     from mobilenet_lab.export import QAT_MIN_AGREEMENT, conversion_refusal
 

@@ -8,6 +8,7 @@ training, then converted the same way."""
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -111,8 +112,24 @@ class QatNetwork(nn.Module):
 
     def converted(self, fold_quantize: bool) -> nn.Module:
         """The int8 graph (quantize / dequantize pairs with the learned scales) the runtime's
-        lowering takes, as the post-training path gives it; this network is left as it is."""
-        return _converted(copy.deepcopy(self.graph), fold_quantize)
+        lowering takes, as the post-training path gives it; this network is left as it is.
+
+        Its scales are the ones the fused fake quantizers trained with: ``convert_pt2e`` asks
+        their observers again, which give symmetric weights max|w|/127 where the fused kernel
+        used max|w|/127.5, moving every weight off the grid it was trained on (timm's V2 0.35:
+        65% of its classes kept). pytorch/ao#4824 does the same, after torchao 0.18."""
+        from torchao.quantization.pt2e import FusedMovingAvgObsFakeQuantize
+
+        graph = copy.deepcopy(self.graph)
+        for fused in graph.modules():
+            if isinstance(fused, FusedMovingAvgObsFakeQuantize):
+                fused.calculate_qparams = functools.partial(_trained_qparams, fused)
+        return _converted(graph, fold_quantize)
+
+
+def _trained_qparams(fake_quantizer: nn.Module) -> tuple[Tensor, Tensor]:
+    """The scale and zero point a fake quantizer applies (its observer's last result)."""
+    return fake_quantizer.scale, fake_quantizer.zero_point
 
 
 def _read_loaded_flags(net: QatNetwork, keys: Any) -> None:
