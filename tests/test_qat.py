@@ -220,10 +220,11 @@ def test_weights_are_fake_quantized_per_channel_or_per_tensor(
 
 @pytest.mark.parametrize("per_channel", [True, False])
 def test_the_converted_graph_computes_what_the_qat_network_trained(per_channel: bool) -> None:
-    # timm's V2 blocks in small (ReLU6 after BatchNorm, a residual sum, a classifier): the
-    # file keeps the scales the fused fake quantizers trained with (max|w|/127.5, not /127)
+    # timm's V2 blocks in small (ReLU6 after BatchNorm, a residual sum, a classifier), one
+    # filter's weights all of one sign: the file's int8 weights are symmetric, zero point 0
     torch.manual_seed(0)
     block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU6())
+    block[0].weight.data[0].abs_()
 
     class Residual(nn.Module):
         def __init__(self) -> None:
@@ -237,13 +238,20 @@ def test_the_converted_graph_computes_what_the_qat_network_trained(per_channel: 
 
     qat = FORMATS["executorch"].qat_network(Residual(), torch.zeros(2, 1, 8, 8), per_channel)
     images = torch.randn(32, 1, 8, 8)
+    qat.eval()(images)  # before any training step, as Lightning's sanity check runs it
     qat.train()(images)
     qat.freeze_observers()
     qat.freeze_bn()
     with torch.no_grad():
         trained = qat.eval()(images)
-        converted = qat.converted(fold_quantize=True)(images)
-    torch.testing.assert_close(converted, trained, rtol=0, atol=1e-5)
+        converted = qat.converted(fold_quantize=True)
+    torch.testing.assert_close(converted(images), trained, rtol=0, atol=1e-5)
+    per_channel_weights = [
+        node for node in converted.graph.nodes if "dequantize_per_channel" in str(node.target)
+    ]
+    assert len(per_channel_weights) == (3 if per_channel else 0)  # two convolutions, a linear
+    for weights in per_channel_weights:
+        assert not getattr(converted, weights.args[2].target).any()  # zero points
 
 
 def test_a_qat_file_that_does_not_predict_as_its_network_is_refused() -> None:

@@ -8,7 +8,6 @@ training, then converted the same way."""
 from __future__ import annotations
 
 import copy
-import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -75,11 +74,25 @@ class QatNetwork(nn.Module):
         net = net.train().to(memory_format=torch.contiguous_format)
         graph = torch.export.export(net, (example.contiguous(),), dynamic_shapes=({0: batch},))
         self.graph = prepare_qat_pt2e(graph.module(), self.quantizer)
+        self._size_scales(example.contiguous())
         self.register_buffer("observers_frozen", torch.tensor(False))
         self.register_buffer("bn_frozen", torch.tensor(False))
         self._frozen = (False, False)  # the two buffers, read without a device sync
         self._applied: tuple[bool, bool, bool] | None = None  # the graph's mode
         self.register_load_state_dict_post_hook(_read_loaded_flags)
+
+    def _size_scales(self, example: Tensor) -> None:
+        """One observed forward (BatchNorm's statistics untouched), then the observers emptied:
+        the per-channel fake quantizers hold a scale per channel from the start, so the network
+        runs in eval before it has trained (Lightning's sanity check) as after."""
+        from torchao.quantization.pt2e import FakeQuantizeBase
+
+        _set_training(self.graph, True, bn_training=False)
+        with torch.no_grad():
+            self.graph(example)
+        for module in self.graph.modules():
+            if isinstance(module, FakeQuantizeBase):
+                module.activation_post_process.reset_min_max_vals()
 
     def train(self, mode: bool = True) -> QatNetwork:
         """``training`` alone (the exported graph refuses ``train()``): ``forward`` applies it."""
@@ -112,24 +125,8 @@ class QatNetwork(nn.Module):
 
     def converted(self, fold_quantize: bool) -> nn.Module:
         """The int8 graph (quantize / dequantize pairs with the learned scales) the runtime's
-        lowering takes, as the post-training path gives it; this network is left as it is.
-
-        Its scales are the ones the fused fake quantizers trained with: ``convert_pt2e`` asks
-        their observers again, which give symmetric weights max|w|/127 where the fused kernel
-        used max|w|/127.5, moving every weight off the grid it was trained on (timm's V2 0.35:
-        65% of its classes kept). pytorch/ao#4824 does the same, after torchao 0.18."""
-        from torchao.quantization.pt2e import FusedMovingAvgObsFakeQuantize
-
-        graph = copy.deepcopy(self.graph)
-        for fused in graph.modules():
-            if isinstance(fused, FusedMovingAvgObsFakeQuantize):
-                fused.calculate_qparams = functools.partial(_trained_qparams, fused)
-        return _converted(graph, fold_quantize)
-
-
-def _trained_qparams(fake_quantizer: nn.Module) -> tuple[Tensor, Tensor]:
-    """The scale and zero point a fake quantizer applies (its observer's last result)."""
-    return fake_quantizer.scale, fake_quantizer.zero_point
+        lowering takes, as the post-training path gives it; this network is left as it is."""
+        return _converted(copy.deepcopy(self.graph), fold_quantize)
 
 
 def _read_loaded_flags(net: QatNetwork, keys: Any) -> None:
