@@ -218,8 +218,7 @@ def test_weights_are_fake_quantized_per_channel_or_per_tensor(
     assert 1 in sizes  # the activations: one scale each either way
 
 
-@pytest.mark.parametrize("per_channel", [True, False])
-def test_the_converted_graph_computes_what_the_qat_network_trained(per_channel: bool) -> None:
+def test_the_converted_graph_computes_what_the_qat_network_trained() -> None:
     # timm's V2 blocks in small (ReLU6 after BatchNorm, a residual sum, a classifier), one
     # filter's weights all of one sign: the file's int8 weights are symmetric, zero point 0
     torch.manual_seed(0)
@@ -236,7 +235,7 @@ def test_the_converted_graph_computes_what_the_qat_network_trained(per_channel: 
             features = self.stem(images)
             return self.head((features + self.block(features)).mean((2, 3)))
 
-    qat = FORMATS["executorch"].qat_network(Residual(), torch.zeros(2, 1, 8, 8), per_channel)
+    qat = FORMATS["executorch"].qat_network(Residual(), torch.zeros(2, 1, 8, 8), True)
     images = torch.randn(32, 1, 8, 8)
     qat.eval()(images)  # before any training step, as Lightning's sanity check runs it
     qat.train()(images)
@@ -249,7 +248,7 @@ def test_the_converted_graph_computes_what_the_qat_network_trained(per_channel: 
     per_channel_weights = [
         node for node in converted.graph.nodes if "dequantize_per_channel" in str(node.target)
     ]
-    assert len(per_channel_weights) == (3 if per_channel else 0)  # two convolutions, a linear
+    assert len(per_channel_weights) == 3  # two convolutions, a linear
     for weights in per_channel_weights:
         assert not getattr(converted, weights.args[2].target).any()  # zero points
 
