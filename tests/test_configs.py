@@ -124,11 +124,13 @@ def test_gpu_preset_asks_for_a_gpu_with_mixed_precision(make_cfg) -> None:
     [
         ([], (0.75, 40)),  # conf/data_model/digits_mobilenet_v1.yaml: the default run's recipe
         (["model.alpha=1.0", "data.image_size=32"], (1.0, 32)),  # the command line wins
-        (["model=mobilenet_v2"], (1.0, 32)),  # another model on the digits: its own defaults
+        (["model=mobilenet_v2"], (1.0, 64)),  # timm's models on the digits: data_model/ too
+        (["model=mobilenet_v3_small", "data.image_size=32"], (1.0, 32)),
+        (["model=timm_mobilenet_v1"], (1.0, 32)),  # another model on the digits: its own defaults
         (["data=cifar10"], (1.0, 32)),  # V1 on another data set: the model's and data's
     ],
 )
-def test_the_digits_recipe_is_for_v1_on_the_digits_only(
+def test_the_digits_recipes_are_for_their_model_on_the_digits_only(
     make_cfg, overrides: list[str], alpha_and_size: tuple[float, int]
 ) -> None:
     cfg = make_cfg("train", overrides)
