@@ -30,7 +30,8 @@ QAT = ["trainer.enable_progress_bar=false", "~callbacks.model_summary", "trainer
 @pytest.fixture(scope="module")
 def qat_run(learned_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``python src/train.py qat=executorch qat.from=<float run>``, as a user runs it (its
-    int8 file left to ``src/export.py`` here: the LiteRT test makes one at the run's end)."""
+    int8 file left to ``src/export.py`` here: the LiteRT one, made at the run's end, is
+    tests/test_scripts.py's QAT benchmark smoke run)."""
     from tests.conftest import run_cli
 
     run_dir = tmp_path_factory.mktemp("qat_run")
@@ -129,25 +130,6 @@ def test_a_qat_run_resumes_frozen_as_recorded(qat_run: Path, run_main) -> None:
     assert not torch.equal(before[key], after[key])  # a third epoch trained
     scales = [k for k in after if k.endswith(".scale")]  # observers frozen: the same scales
     assert scales and all(torch.equal(before[k], after[k]) for k in scales)
-
-
-@pytest.mark.slow
-def test_qat_for_litert_ends_with_a_tflite_file_that_agrees_with_the_network(
-    learned_run: Path, run_main, tmp_path: Path
-) -> None:
-    """The one command: fine-tune, then the file."""
-    run_dir = tmp_path / "run"
-    done = run_main("src/train.py", "qat=tflite", f"qat.from={learned_run}", *QAT,
-                    f"hydra.run.dir={run_dir}")  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    exported = json.loads((run_dir / "metrics.json").read_text())["export"]
-    assert exported["files"] == [str(run_dir / "model.int8.tflite")]
-    assert exported["tflite_qat/latency_ms_batch_1"] > 0
-    net, cfg = qat_network(run_dir / "checkpoints" / "best.ckpt")
-    tflite = FORMATS["tflite"].open(str(run_dir / "model.int8.tflite"))
-    accuracy, agreement = file_accuracy_and_agreement(tflite, net, cfg)
-    assert agreement >= 0.97
-    assert accuracy == pytest.approx(exported["qat/test_acc"])
 
 
 @pytest.mark.slow

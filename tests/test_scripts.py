@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,11 +55,18 @@ def test_benchmark_distillation_smoke(run_main, digits_teacher) -> None:
         assert re.search(rf"{variant} .* [\d.]+ ms a step +[\d.]+x plain", result.stdout), variant
 
 
-def test_benchmark_qat_smoke(run_main, tmp_path: Path) -> None:
-    """One seed of V1 0.25, 3 batches an epoch: its line of medians, the weights' SQNR, and the
-    results and the picture written (per-tensor QAT: tests/test_qat.py)."""
+def test_benchmark_qat_smoke(run_main, learned_run: Path, tmp_path: Path) -> None:
+    """One seed of V1 0.25 for LiteRT, its float run the suite's learned one (read as finished,
+    as the script reads an interrupted benchmark's runs), its fine-tune 3 batches an epoch: its
+    line of medians, the weights' SQNR, the results and the picture written, and the one
+    command's ``.tflite`` file, which predicts as the QAT network on every test image (the
+    ExecuTorch file and per-tensor QAT: tests/test_qat.py)."""
+    from mobilenet_lab.deploy.formats import FORMATS
+    from tests.test_qat import file_accuracy_and_agreement, qat_network
+
+    shutil.copytree(learned_run.parents[1], tmp_path / "v1_0.25" / "float_seed0")
     result = run_main("scripts/benchmark_qat.py", "--quick", "--seeds", "1", "--models",
-                      "v1_0.25", "--out", str(tmp_path))  # fmt: skip
+                      "v1_0.25", "--format", "tflite", "--out", str(tmp_path))  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"training throughput on this machine: [\d.]+ images/s", result.stdout)
     line = r"v1_0.25 per-channel +fp32 [\d.]+% \(lowest [\d.]+%\) +PTQ [\d.]+% .* QAT-fp32 "
@@ -67,6 +75,15 @@ def test_benchmark_qat_smoke(run_main, tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["results"]) == {"v1_0.25 per-channel"}
     assert (tmp_path / "qat.png").stat().st_size > 10_000
+    run_dir = tmp_path / "v1_0.25" / "qat_per_channel_seed0"
+    exported = json.loads((run_dir / "metrics.json").read_text())["export"]
+    assert exported["files"] == [str(run_dir / "model.int8.tflite")]
+    assert exported["tflite_qat/latency_ms_batch_1"] > 0
+    net, cfg = qat_network(run_dir / "checkpoints" / "best.ckpt")
+    tflite = FORMATS["tflite"].open(str(run_dir / "model.int8.tflite"))
+    accuracy, agreement = file_accuracy_and_agreement(tflite, net, cfg)
+    assert agreement >= 0.97
+    assert accuracy == pytest.approx(exported["qat/test_acc"])
 
 
 def test_gpu_check_dry_run(tmp_path: Path) -> None:
