@@ -198,6 +198,11 @@ def test_weights_are_fake_quantized_per_channel_or_per_tensor(
     sizes = {m.scale.numel() for m in qat.modules() if hasattr(m, "observer_enabled")}
     assert (channels <= sizes) is per_channel
     assert 1 in sizes  # the activations: one scale each either way
+    # activations (int8 from -128: weights are symmetric, from -127) observed by histogram, as
+    # post-training calibration observes them, not by a moving min-max
+    observers = {type(m.activation_post_process).__name__ for m in qat.modules()
+                 if hasattr(m, "observer_enabled") and m.quant_min == -128}  # fmt: skip
+    assert observers == {"HistogramObserver"}
 
 
 def test_the_converted_graph_computes_what_the_qat_network_trained() -> None:
@@ -233,6 +238,38 @@ def test_the_converted_graph_computes_what_the_qat_network_trained() -> None:
     assert len(per_channel_weights) == 3  # two convolutions, a linear
     for weights in per_channel_weights:
         assert not getattr(converted, weights.args[2].target).any()  # zero points
+
+
+def test_a_channel_batchnorm_saw_constant_keeps_its_bias_in_the_int8_file(tmp_path: Path) -> None:
+    """A depthwise channel whose input never fires (running variance 0, as trained timm V2s
+    have): BatchNorm folded 316x into its weights, and XNNPACK's int32 bias, at steps of input
+    x weight scale, lost what it adds on every image, or (here, larger) XNNPACK would not load
+    the file (``xnn_status_unsupported_parameter``). Zeroed, the network is the same and the
+    file computes its int8 graph."""
+    from mobilenet_lab.deploy.executorch import PteModel, write_pte, xnnpack_quantizer
+    from mobilenet_lab.deploy.preprocessing import RESIZE_WHOLE, Preprocessing
+    from mobilenet_lab.deploy.pt2e import pt2e_int8, without_constant_channels
+
+    torch.manual_seed(0)
+    depthwise = nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), depthwise, nn.BatchNorm2d(4),
+                        nn.ReLU(), nn.Conv2d(4, 8, 1), nn.Flatten(),
+                        nn.Linear(8 * 64, 10))  # fmt: skip
+    with torch.no_grad():
+        net[0].weight[0], net[0].bias[0] = 0, -1  # channel 0 never fires: its input is 0
+        net[2].weight[0] = 300  # no gradient ever reached it, nor weight decay
+        net[3].running_var[0], net[3].running_mean[0], net[3].bias[0] = 0, 0, 1.5
+    images = torch.rand(64, 1, 8, 8)
+    fixed = without_constant_channels(net.eval(), images[:1])
+    torch.testing.assert_close(fixed(images), net(images), rtol=0, atol=0)
+    assert not fixed[2].weight[0].any() and net[2].weight[0].eq(300).all()  # a copy changed
+    quantizer = xnnpack_quantizer(per_channel=True, qat=False)
+    converted = pt2e_int8(net, images[:1], quantizer, [images])
+    prep = Preprocessing(RESIZE_WHOLE, 8, 1, (0.5,), (0.25,), None, alpha=1.0)
+    write_pte(converted, prep, images[:1], path := tmp_path / "model.pte", quantizer)
+    with torch.no_grad():
+        graph = torch.cat([converted(image) for image in images.split(1)])
+    torch.testing.assert_close(PteModel(str(path)).logits(images), graph, rtol=0, atol=0.05)
 
 
 def test_a_qat_file_that_does_not_predict_as_its_network_is_refused() -> None:
