@@ -145,8 +145,9 @@ def int8_refusal(
         else f"{fp32_path} was written, no int8 file. Try more calibration images "
         f"(calibration_images={cfg.calibration_images} now, e.g. "
         f"calibration_images={4 * cfg.calibration_images}), "
-        "per-channel weights (per_channel=true) or quantization-aware training (qat=<format>, "
-        "docs/deployment.md); if nothing helps, keep the fp32 file"
+        f"{'' if cfg.per_channel else 'per-channel weights (per_channel=true), '}"
+        "or quantization-aware training (qat=<format>, docs/deployment.md); if nothing helps, "
+        "keep the fp32 file"
     )
     return (
         f"{what} file refused: its test accuracy {int8:.2%} is {int8 / fp32:.3f} of the fp32 "
