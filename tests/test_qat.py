@@ -205,7 +205,7 @@ def test_weights_are_fake_quantized_per_channel_or_per_tensor(
     assert observers == {"HistogramObserver"}
 
 
-def test_the_converted_graph_computes_what_the_qat_network_trained() -> None:
+def test_the_converted_graph_computes_what_the_qat_network_trained(monkeypatch) -> None:
     # timm's V2 blocks in small (ReLU6 after BatchNorm, a residual sum, a classifier), one
     # filter's weights all of one sign: the file's int8 weights are symmetric, zero point 0
     torch.manual_seed(0)
@@ -238,6 +238,20 @@ def test_the_converted_graph_computes_what_the_qat_network_trained() -> None:
     assert len(per_channel_weights) == 3  # two convolutions, a linear
     for weights in per_channel_weights:
         assert not getattr(converted, weights.args[2].target).any()  # zero points
+    # Again in this process: the network is exported, torchao's pattern graphs are not (they
+    # come from the cache), and the conversion gives the same graph
+    exports, export = [], torch.export.export
+
+    def counted(*args: object, **kwargs: object) -> object:
+        exports.append(args)
+        return export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.export, "export", counted)
+    again = FORMATS["executorch"].qat_network(Residual(), torch.zeros(2, 1, 8, 8), True)
+    again.load_state_dict(qat.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(again.converted(True)(images), trained, rtol=0, atol=1e-5)
+    assert len(exports) == 1
 
 
 def test_a_channel_batchnorm_saw_constant_keeps_its_bias_in_the_int8_file(tmp_path: Path) -> None:

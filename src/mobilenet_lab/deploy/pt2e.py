@@ -32,6 +32,7 @@ def pt2e_int8(
     runtime's lowering turns into int8 kernels."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
+    _cache_pattern_graphs()
     net = without_constant_channels(net.eval(), example)
     graph = torch.export.export(net, (example,)).module()
     prepared = prepare_pt2e(graph, quantizer)
@@ -107,6 +108,7 @@ class QatNetwork(nn.Module):
 
         super().__init__()
         self.quantizer = quantizer(per_channel, True)
+        _cache_pattern_graphs()
         batch = torch.export.Dim("batch", min=1)
         net = without_constant_channels(net.eval(), example.contiguous())
         net = net.train().to(memory_format=torch.contiguous_format)
@@ -165,6 +167,67 @@ class QatNetwork(nn.Module):
         """The int8 graph (quantize / dequantize pairs with the learned scales) the runtime's
         lowering takes, as the post-training path gives it; this network is left as it is."""
         return _converted(copy.deepcopy(self.graph), fold_quantize)
+
+
+def _cache_pattern_graphs() -> None:
+    """torchao's pattern graphs, exported once per process rather than at every annotation,
+    prepare and convert: ``_get_aten_graph_module_for_pattern`` ``torch.export``s each conv /
+    BatchNorm pattern anew (168 exports, 81 of the 182 s of a tiny V1's QAT run and export
+    here), though the graph depends only on the pattern's code, closure and input shapes.
+    ``_pattern_graph`` is put in its place in every module imported so far that took it
+    (torchao's QAT passes, the runtimes' quantizers: call this once the quantizer exists)."""
+    import sys
+
+    from torchao.quantization.pt2e import utils
+
+    for module in list(sys.modules.values()):
+        held = getattr(module, "_get_aten_graph_module_for_pattern", None)
+        if held is utils._get_aten_graph_module_for_pattern and module is not utils:
+            module._get_aten_graph_module_for_pattern = _pattern_graph
+
+
+_PATTERN_GRAPHS: dict[Any, torch.fx.GraphModule] = {}
+
+
+def _pattern_graph(
+    pattern: Callable, example_inputs: tuple, is_cuda: bool = False, **kwargs: Any
+) -> torch.fx.GraphModule:
+    """torchao's exported pattern graph, a copy of the one exported first (callers rewrite it)."""
+    from torchao.quantization.pt2e.utils import _get_aten_graph_module_for_pattern as export
+
+    key = _pattern_key(pattern, example_inputs, is_cuda, kwargs)
+    if key is None:
+        return export(pattern, example_inputs, is_cuda, **kwargs)
+    if key not in _PATTERN_GRAPHS:
+        _PATTERN_GRAPHS[key] = export(pattern, example_inputs, is_cuda, **kwargs)
+    return copy.deepcopy(_PATTERN_GRAPHS[key])
+
+
+def _pattern_key(pattern: Callable, inputs: tuple, is_cuda: bool, kwargs: dict) -> Any:
+    """What the exported pattern graph depends on, hashable; None where the pattern holds a
+    value that is not (tensors stand for their shape and type: their values are not traced)."""
+
+    def value(item: Any) -> Any:
+        return (item.shape, item.dtype) if isinstance(item, Tensor) else item
+
+    function = getattr(pattern, "fn", pattern)  # torchao's ``WrapperModule`` holds it
+    if not hasattr(function, "__code__"):
+        return None
+    closure = tuple(cell.cell_contents for cell in function.__closure__ or ())  # tensors: by id
+    named = tuple(sorted((name, value(item)) for name, item in kwargs.items()))
+    key = (
+        function.__code__,
+        function.__defaults__,
+        closure,
+        is_cuda,
+        tuple(map(value, inputs)),
+        named,
+    )
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def _empty(observer: nn.Module) -> None:
