@@ -20,7 +20,8 @@ from mobilenet_lab.runs.errors import ConfigError
 from mobilenet_lab.train import train
 from tests.conftest import compose_cfg
 
-pytestmark = pytest.mark.slow
+# One xdist worker for the PT2E tests: torchao's pattern graphs are cached per process
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pt2e")]
 
 # 10 epochs of the whole training split: a network that learned (about 93% test accuracy, in
 # about 5 s), so that int8's loss against fp32 means something
@@ -138,6 +139,7 @@ def test_files_without_the_kits_metadata_are_refused_in_one_line(
 def test_bad_export_input_is_one_line_and_writes_nothing(
     run_main, digits_run: Path, foreign_files: dict[str, Path], tmp_path: Path
 ) -> None:
+
     (tmp_path / "a_file").write_text("")
     cases = {
         "format=coreml": "format='coreml' is not available here: Core ML's tools compile",

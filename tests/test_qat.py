@@ -22,6 +22,9 @@ from mobilenet_lab.runs.errors import ConfigError, Refused
 from mobilenet_lab.runs.files import RUN_CONFIG_KEY
 from mobilenet_lab.runs.record import RunRecord
 
+# One xdist worker for the PT2E tests: torchao's pattern graphs are cached per process
+pytestmark = pytest.mark.xdist_group("pt2e")
+
 # Two short epochs: BatchNorm frozen from the second, observers from the second
 QAT = ["trainer.enable_progress_bar=false", "~callbacks.model_summary", "trainer.max_epochs=2",
        "qat.freeze_bn_epoch=1", "qat.freeze_observers_epoch=1"]  # fmt: skip
@@ -29,15 +32,16 @@ QAT = ["trainer.enable_progress_bar=false", "~callbacks.model_summary", "trainer
 
 @pytest.fixture(scope="module")
 def qat_run(learned_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``python src/train.py qat=executorch qat.from=<float run>``, as a user runs it (its
+    """``python src/train.py qat=executorch qat.from=<float run>``'s run, in this process (its
     int8 file left to ``src/export.py`` here: the LiteRT one, made at the run's end, is
-    tests/test_scripts.py's QAT benchmark smoke run)."""
-    from tests.conftest import run_cli
+    tests/test_scripts.py's QAT benchmark smoke run; the command's start-up checks:
+    ``test_a_bad_qat_command_stops_before_any_run_folder``)."""
+    from mobilenet_lab.train import train
+    from tests.conftest import compose_cfg
 
     run_dir = tmp_path_factory.mktemp("qat_run")
-    done = run_cli("src/train.py", "qat=executorch", f"qat.from={learned_run}", *QAT,
-                   "qat.export=false", f"hydra.run.dir={run_dir}")  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    overrides = ["qat=executorch", f"qat.from={learned_run}", *QAT, "qat.export=false"]
+    train(compose_cfg("train", overrides, run_dir))
     return run_dir
 
 
@@ -188,6 +192,7 @@ def test_qat_from_a_file_of_another_tool_or_a_qat_run_is_refused(
 def test_weights_are_fake_quantized_per_channel_or_per_tensor(
     file_format: str, per_channel: bool
 ) -> None:
+
     from mobilenet_lab.models import build_mobilenet_v1
 
     net = build_mobilenet_v1(alpha=0.25, num_classes=10, in_chans=1)
