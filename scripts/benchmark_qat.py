@@ -8,9 +8,10 @@ models.
         [--format executorch] [--per-tensor v1_0.25 v1_0.75] [--out logs/benchmark_qat]
 
 Prints, per model and quantizer setting, the median and lowest of each accuracy, QAT's
-distance to fp32 and the share of PTQ's loss that QAT recovers; writes ``results.json`` and
-``qat.png`` to ``--out``. Runs already finished in ``--out`` are read, not trained again. V1's
-training speed on this machine is printed beside the figures.
+distance to fp32 and the share of PTQ's loss that QAT recovers; writes ``results_<format>.json``
+and ``qat_<format>.png`` to ``--out``. Runs already finished in ``--out`` are read, not trained
+again (the float runs are shared by the formats). V1's training speed on this machine is
+printed beside the figures.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def measure(
     float_run = out / name / f"float_seed{seed}"
     run(float_run, *MODELS[name], f"seed={seed}", *(QUICK_FLOAT if quick else []))
     setting = "per_channel" if per_channel else "per_tensor"
-    qat = run(out / name / f"qat_{setting}_seed{seed}", f"qat={file_format}",
+    qat = run(out / name / f"qat_{file_format}_{setting}_seed{seed}", f"qat={file_format}",
               f"qat.from={float_run / 'checkpoints' / 'best.ckpt'}", f"seed={seed}",
               f"qat.per_channel={str(per_channel).lower()}",
               *(QUICK_QAT if quick else []))  # fmt: skip
@@ -202,9 +203,13 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     record = {"v1_images_per_s": throughput, "format": args.format, "results": results,
               "weight_sqnr_db": sqnr}  # fmt: skip
-    (args.out / "results.json").write_text(json.dumps(record, indent=2) + "\n")
-    plot(results, args.out / "qat.png", throughput)
-    print(f"Wrote {args.out / 'results.json'} and {args.out / 'qat.png'}")
+    results_path, picture = (
+        args.out / f"results_{args.format}.json",
+        args.out / f"qat_{args.format}.png",
+    )
+    results_path.write_text(json.dumps(record, indent=2) + "\n")
+    plot(results, picture, throughput)
+    print(f"Wrote {results_path} and {picture}")
 
 
 if __name__ == "__main__":

@@ -72,10 +72,10 @@ def test_benchmark_qat_smoke(run_main, learned_run: Path, tmp_path: Path) -> Non
     line = r"v1_0.25 per-channel +fp32 [\d.]+% \(lowest [\d.]+%\) +PTQ [\d.]+% .* QAT-fp32 "
     assert re.search(line, result.stdout)
     assert re.search(r"v1_0.25 int8 weight SQNR .* depthwise [\d.]+ / [\d.]+ dB", result.stdout)
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = json.loads((tmp_path / "results_tflite.json").read_text())
     assert set(results["results"]) == {"v1_0.25 per-channel"}
-    assert (tmp_path / "qat.png").stat().st_size > 10_000
-    run_dir = tmp_path / "v1_0.25" / "qat_per_channel_seed0"
+    assert (tmp_path / "qat_tflite.png").stat().st_size > 10_000
+    run_dir = tmp_path / "v1_0.25" / "qat_tflite_per_channel_seed0"
     exported = json.loads((run_dir / "metrics.json").read_text())["export"]
     assert exported["files"] == [str(run_dir / "model.int8.tflite")]
     assert exported["tflite_qat/latency_ms_batch_1"] > 0
