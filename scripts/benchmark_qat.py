@@ -134,14 +134,16 @@ def _sqnr(weight: torch.Tensor, scale: torch.Tensor) -> float:
     return 10 * math.log10(float(weight.pow(2).sum() / (weight - rounded).pow(2).sum()))
 
 
-def plot(results: dict[str, dict[str, Any]], path: Path, throughput: float) -> None:
+def plot(
+    results: dict[str, dict[str, Any]], path: Path, throughput: float, file_format: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(results)
-    fig, ax = plt.subplots(figsize=(1.9 * len(names) + 2, 4.5))
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.9 * len(names) + 2), 4.5))  # the labels fit
     width = 0.8 / 3
     for i, (file, label) in enumerate([("fp32", "fp32"), ("ptq", "PTQ int8"),
                                        ("qat", "QAT int8")]):  # fmt: skip
@@ -155,7 +157,7 @@ def plot(results: dict[str, dict[str, Any]], path: Path, throughput: float) -> N
     ax.set_ylim(max(0, floor - 3), 100.5)
     ax.set_ylabel("test accuracy on the digits (%)")
     ax.set_xlabel(f"model and int8 weight scales (V1 trains {throughput:.0f} images/s here)")
-    ax.set_title("fp32 vs post-training int8 vs quantization-aware int8")
+    ax.set_title(f"fp32 vs post-training vs quantization-aware int8 ({file_format} files)")
     ax.legend(loc="upper left", fontsize=8)  # above the lower bars: no bar under it
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -208,7 +210,7 @@ def main() -> None:
         args.out / f"qat_{args.format}.png",
     )
     results_path.write_text(json.dumps(record, indent=2) + "\n")
-    plot(results, picture, throughput)
+    plot(results, picture, throughput, args.format)
     print(f"Wrote {results_path} and {picture}")
 
 
