@@ -111,6 +111,7 @@ def test_int8_is_quantized_and_scored_on_the_test_split(exported: dict) -> None:
     assert report["fp32/test_acc"] == pytest.approx(
         test_split_accuracy(torch_model.logits, DigitsDataModule())
     )
+    assert abs(report["int8/test_acc"] - report["fp32/test_acc"]) <= 5 / 450 + 1e-9
     assert report["onnx_int8/latency_ms_batch_1"] > 0
     # a network that learned, and an int8 file that kept int8_min_ratio (0.98) of its accuracy
     assert report["fp32/test_acc"] > 0.85

@@ -139,7 +139,6 @@ def test_files_without_the_kits_metadata_are_refused_in_one_line(
 def test_bad_export_input_is_one_line_and_writes_nothing(
     run_main, digits_run: Path, foreign_files: dict[str, Path], tmp_path: Path
 ) -> None:
-
     (tmp_path / "a_file").write_text("")
     cases = {
         "format=coreml": "format='coreml' is not available here: Core ML's tools compile",

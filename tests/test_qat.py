@@ -192,7 +192,6 @@ def test_qat_from_a_file_of_another_tool_or_a_qat_run_is_refused(
 def test_weights_are_fake_quantized_per_channel_or_per_tensor(
     file_format: str, per_channel: bool
 ) -> None:
-
     from mobilenet_lab.models import build_mobilenet_v1
 
     net = build_mobilenet_v1(alpha=0.25, num_classes=10, in_chans=1)

@@ -48,7 +48,7 @@ def quantize_int8(
             per_channel=per_channel,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            reduce_range=True,  # 7-bit weights: x86 CPUs without VNNI saturate on 8-bit ones
+            reduce_range=True,
         )
     finally:
         prepared.unlink(missing_ok=True)
