@@ -280,3 +280,28 @@ def test_a_killed_ddp_run_resumes_on_all_its_processes(
     assert metrics["teacher"] == str(digits_teacher.resolve())
     state = load_checkpoint(str(run_dir / "checkpoints" / "last.ckpt"))["state_dict"]
     assert not [key for key in state if "teacher" in key]
+
+
+@pytest.mark.slow
+def test_a_qat_run_under_ddp_trains_one_network_on_both_processes(
+    learned_run: Path, tmp_path: Path
+) -> None:
+    """QAT x DDP: ``qat=executorch`` on 2 CPU processes, its observers frozen from epoch 1.
+    One run folder; the two ranks' test halves add up to what the checkpoint's QAT network
+    scores alone on the whole test split, so both ranks ran the network it holds, its int8
+    scales included (DDP broadcasts rank 0's buffers). Its export: tests/test_qat.py."""
+    from tests.test_qat import qat_network
+
+    result = run_cli("src/train.py", "qat=executorch", f"qat.from={learned_run}",
+                     "trainer=ddp_cpu", "debug=limit", "trainer.limit_test_batches=1.0",
+                     "qat.freeze_bn_epoch=1", "qat.freeze_observers_epoch=1", "qat.export=false",
+                     "trainer.enable_progress_bar=false", f"paths.log_dir={tmp_path}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Starting with 2 processes" in result.stdout + result.stderr
+    (run_dir,) = (tmp_path / "qat" / "runs").glob("*")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["qat_from"] == str(learned_run)
+    net, cfg = qat_network(run_dir / "checkpoints" / "best.ckpt")
+    assert bool(net.observers_frozen)
+    alone = test_split_accuracy(net.eval(), instantiate(cfg.data))
+    assert metrics["test"]["test/acc"] == pytest.approx(alone)
