@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import pickle
 from pathlib import Path
 
@@ -83,3 +84,20 @@ def write_twins(folder: Path, levels: np.ndarray, stem: str = "") -> dict[str, P
     )
     Image.fromarray(levels.astype(np.float32) / 255).save(files["f.tif"])
     return files
+
+
+def write_digit_pictures(folder: Path, count: int) -> Path:
+    """The digits' first ``count`` test images as 8-bit grey PNGs (their 0-16 levels scaled)."""
+    from mobilenet_lab.data.digits import DigitsDataModule
+
+    folder.mkdir(parents=True)
+    datamodule = DigitsDataModule()
+    datamodule.setup("test")
+    for i, image in enumerate(datamodule.splits["test"].tensors[0][:count, 0].numpy()):
+        Image.fromarray((image * 255 // 16).astype("uint8")).save(folder / f"{i}.png")
+    return folder
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))

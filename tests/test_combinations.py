@@ -3,7 +3,8 @@
 In-process (Hydra's compose API, as the entry points compose) where the command line itself is
 not what is tested: resume x {EMA, Keras init, timm init}; predict / export / eval x {Keras
 init, timm init, EMA}; the report over a resumed run. The sweeps with failing jobs under DDP and
-Optuna run as a user runs them, from the command line.
+Optuna, and a QAT fine-tune of a distilled run under DDP, run as a user runs them, from the
+command line.
 """
 
 from __future__ import annotations
@@ -284,15 +285,18 @@ def test_a_killed_ddp_run_resumes_on_all_its_processes(
 
 @pytest.mark.slow
 def test_a_qat_run_under_ddp_trains_one_network_on_both_processes(
-    learned_run: Path, tmp_path: Path
+    digits_teacher: Path, tmp_path: Path
 ) -> None:
-    """QAT x DDP: ``qat=executorch`` on 2 CPU processes, its observers frozen from epoch 1.
-    One run folder; the two ranks' test halves add up to what the checkpoint's QAT network
-    scores alone on the whole test split, so both ranks ran the network it holds, its int8
-    scales included (DDP broadcasts rank 0's buffers). Its export: tests/test_qat.py."""
+    """QAT x DDP x distillation: ``qat=executorch`` on 2 CPU processes from a distilled float
+    run, whose teacher the fine-tune keeps. One run folder; the two ranks' test halves add up
+    to what the checkpoint's QAT network scores alone on the whole test split, so both ranks
+    ran the network it holds, its int8 scales included (DDP broadcasts rank 0's buffers). Its
+    export: tests/test_qat.py."""
     from tests.test_qat import qat_network
 
-    result = run_cli("src/train.py", "qat=executorch", f"qat.from={learned_run}",
+    teacher = [f"module.distill.teacher={digits_teacher}"]
+    float_run = train(compose_cfg("train", [*TINY, *teacher], tmp_path / "float"))
+    result = run_cli("src/train.py", "qat=executorch", f"qat.from={float_run['best_checkpoint']}",
                      "trainer=ddp_cpu", "debug=limit", "trainer.limit_test_batches=1.0",
                      "qat.freeze_bn_epoch=1", "qat.freeze_observers_epoch=1", "qat.export=false",
                      "trainer.enable_progress_bar=false", f"paths.log_dir={tmp_path}")  # fmt: skip
@@ -300,8 +304,9 @@ def test_a_qat_run_under_ddp_trains_one_network_on_both_processes(
     assert "Starting with 2 processes" in result.stdout + result.stderr
     (run_dir,) = (tmp_path / "qat" / "runs").glob("*")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["epochs"] == 2 and metrics["qat_from"] == str(learned_run)
-    net, cfg = qat_network(run_dir / "checkpoints" / "best.ckpt")
-    assert bool(net.observers_frozen)
+    assert metrics["epochs"] == 2 and metrics["teacher"] == str(digits_teacher.resolve())
+    last = load_checkpoint(str(run_dir / "checkpoints" / "last.ckpt"))["state_dict"]
+    assert bool(last["net.observers_frozen"]) and not [key for key in last if "teacher" in key]
+    net, cfg = qat_network(run_dir / "checkpoints" / "best.ckpt")  # what the run tested
     alone = test_split_accuracy(net.eval(), instantiate(cfg.data))
     assert metrics["test"]["test/acc"] == pytest.approx(alone)

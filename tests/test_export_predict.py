@@ -4,7 +4,6 @@ self-check, predictions on image files from a checkpoint or an export, and the b
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import json
 from pathlib import Path
@@ -27,7 +26,7 @@ from mobilenet_lab.runs.errors import ConfigError, Refused
 from mobilenet_lab.runs.files import RUN_CONFIG_KEY
 from mobilenet_lab.train import train
 from tests.conftest import compose_cfg, run_cli, test_split_accuracy
-from tests.data_files import write_twins
+from tests.data_files import read_csv, write_twins
 
 TINY = ["debug=limit", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
         "~callbacks.model_summary", "model.alpha=0.25", "data.image_size=32"]  # fmt: skip
@@ -67,11 +66,6 @@ def digit_pngs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.Te
         pixels = np.round(image.astype(np.float32) * 255 / 16).astype(np.uint8)
         Image.fromarray(pixels).save(folder / f"{i:03d}_{labels[i]}.png")
     return folder, labels[:20]
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as file:
-        return list(csv.DictReader(file))
 
 
 def test_checkpoints_carry_class_names_and_normalisation(digits_run: Path) -> None:

@@ -4,14 +4,11 @@ preprocessing, predicts the same CSV as the checkpoint, and refuses bad input in
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
-from mobilenet_lab.data.digits import DigitsDataModule
 from mobilenet_lab.deploy.formats import FORMATS, check_format
 from mobilenet_lab.deploy.loading import TorchModel, eval_batches
 from mobilenet_lab.export import export
@@ -19,6 +16,7 @@ from mobilenet_lab.predict import predict
 from mobilenet_lab.runs.errors import ConfigError
 from mobilenet_lab.train import train
 from tests.conftest import compose_cfg
+from tests.data_files import read_csv, write_digit_pictures
 
 # One xdist worker for the PT2E tests: torchao's pattern graphs are cached per process
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pt2e")]
@@ -38,11 +36,6 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     returns its best checkpoint."""
     run_dir = tmp_path_factory.mktemp("digits_run")
     return Path(train(compose_cfg("train", TINY, run_dir))["best_checkpoint"])
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as file:
-        return list(csv.DictReader(file))
 
 
 @pytest.mark.parametrize("file_format", ["executorch", "tflite"])
@@ -70,12 +63,7 @@ def test_each_format_exports_checks_itself_and_predicts_as_the_checkpoint(
         assert report["executorch/depthwise_convolutions"] == 13
         assert report["executorch/convolutions"] == 27 and report["executorch/delegate_calls"] >= 1
 
-    pictures = tmp_path / "pictures"
-    pictures.mkdir()
-    datamodule = DigitsDataModule()
-    datamodule.setup("test")
-    for i, image in enumerate(datamodule.splits["test"].tensors[0][:6, 0].numpy()):
-        Image.fromarray((image * 255 // 16).astype("uint8")).save(pictures / f"{i}.png")
+    pictures = write_digit_pictures(tmp_path / "pictures", 6)
     rows = {}
     for name, path in (("ckpt", digits_run), ("file", fp32)):
         predict(compose_cfg("predict", [f"ckpt_path={path}", f"input={pictures}"], tmp_path / name))

@@ -21,6 +21,7 @@ from mobilenet_lab.runs.checkpoint import load_checkpoint
 from mobilenet_lab.runs.errors import ConfigError, Refused
 from mobilenet_lab.runs.files import RUN_CONFIG_KEY
 from mobilenet_lab.runs.record import RunRecord
+from tests.data_files import read_csv, write_digit_pictures
 
 # One xdist worker for the PT2E tests: torchao's pattern graphs are cached per process
 pytestmark = pytest.mark.xdist_group("pt2e")
@@ -99,6 +100,17 @@ def test_export_of_a_qat_run_writes_its_checked_int8_file_with_fp32_and_ptq_besi
     assert agreement >= 0.97
     assert accuracy == pytest.approx(report["qat/test_acc"])
     assert report["qat/top1_agreement"] == pytest.approx(agreement)
+    # src/predict.py on the file and on the QAT checkpoint: the same classes (one of six may
+    # differ, as the file and the network part on a few images in a hundred, above)
+    pictures = write_digit_pictures(tmp_path / "pictures", 6)
+    rows = {}
+    for name, path in (("ckpt", best), ("file", qat_run / "model.int8.pte")):
+        done = run_main("src/predict.py", f"ckpt_path={path}", f"input={pictures}",
+                        f"hydra.run.dir={tmp_path / name}")  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        rows[name] = [row["label_1"] for row in read_csv(tmp_path / name / "predictions.csv")]
+    assert len(rows["file"]) == 6
+    assert sum(a == b for a, b in zip(rows["file"], rows["ckpt"], strict=True)) >= 5
 
 
 @pytest.mark.slow
