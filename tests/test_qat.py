@@ -114,6 +114,29 @@ def test_export_of_a_qat_run_writes_its_checked_int8_file_with_fp32_and_ptq_besi
 
 
 @pytest.mark.slow
+def test_a_qat_sweep_fine_tunes_each_setting_in_its_own_job(
+    learned_run: Path, run_main, tmp_path: Path
+) -> None:
+    """QAT x sweeps: ``-m qat.per_channel=true,false`` (Hydra's launcher, one process): a job
+    for each, from the same float run, with its own weight scales, and the sweep's summary."""
+    result = run_main("src/train.py", "-m", "qat=tflite", f"qat.from={learned_run}",
+                      "qat.per_channel=true,false", "debug=limit", "qat.export=false",
+                      "qat.freeze_bn_epoch=1", "qat.freeze_observers_epoch=1",
+                      "trainer.enable_progress_bar=false", "~callbacks.model_summary",
+                      f"paths.log_dir={tmp_path}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "qat" / "multiruns").glob("*")
+    scale_sizes = []
+    for job in ("0", "1"):
+        record = json.loads((sweep / job / "metrics.json").read_text())
+        assert record["qat_from"] == str(learned_run)
+        weights = load_checkpoint(str(sweep / job / "checkpoints" / "last.ckpt"))["state_dict"]
+        scale_sizes.append(max(v.numel() for k, v in weights.items() if k.endswith(".scale")))
+    assert scale_sizes[0] > 1 and scale_sizes[1] == 1  # per channel, then per tensor
+    assert (sweep / "summary.csv").is_file() and "multirun summary" in result.stdout
+
+
+@pytest.mark.slow
 def test_observers_and_batchnorm_freeze_on_schedule_and_stay_frozen_in_the_checkpoint(
     qat_run: Path, learned_run: Path
 ) -> None:
