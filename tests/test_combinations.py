@@ -104,7 +104,8 @@ def test_a_ported_start_rebuilds_from_the_checkpoint_alone(
     kind: str, request: pytest.FixtureRequest, image_tree: Path, tmp_path: Path
 ) -> None:
     """Item 3: train from Keras's / timm's weights, move the weights away; predict, export,
-    eval and resume use the network as trained (Keras: relu6, tf_same, eps 1e-3)."""
+    eval, resume and a QAT fine-tune use the network as trained (Keras: relu6, tf_same, eps
+    1e-3)."""
     from mobilenet_lab.evaluate import evaluate
     from mobilenet_lab.export import export
 
@@ -136,6 +137,12 @@ def test_a_ported_start_rebuilds_from_the_checkpoint_alone(
     extended = [*TINY, *overrides, "trainer.max_epochs=2", f"ckpt_path={last}"]
     resumed = train(compose_cfg("train", extended, run_dir))
     assert resumed["epochs"] == 2 and resumed["segments"] == 2
+    # QAT x init_from: the fine-tune starts from the network as trained, the source gone
+    qat = ["qat=executorch", f"qat.from={last}", "debug=limit", "qat.export=false",
+           "qat.freeze_bn_epoch=1", "qat.freeze_observers_epoch=1",
+           "trainer.enable_progress_bar=false", "~callbacks.model_summary"]  # fmt: skip
+    fine_tuned = train(compose_cfg("train", qat, tmp_path / "qat"))
+    assert fine_tuned["qat_from"] == str(last) and fine_tuned["status"] == "ok"
 
 
 def csv_val_acc(run_dir: Path) -> list[float]:
