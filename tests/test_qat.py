@@ -311,6 +311,8 @@ def test_torchaos_conv_batchnorm_passes_run_only_for_the_convolutions_the_graph_
              functional.conv_transpose2d)  # fmt: skip
     assert all(passes(graph, conv, (), False) is graph for conv in convs)
     assert ran == ["conv2d"]
+    passes(graph, lambda *_: None, (), False)  # not an aten op's namesake: run, to be safe
+    assert ran == ["conv2d", "<lambda>"]
 
 
 def test_a_channel_batchnorm_saw_constant_keeps_its_bias_in_the_int8_file(tmp_path: Path) -> None:

@@ -195,12 +195,16 @@ def _lighten_torchao_passes() -> None:
 
 def _for_present_convs(helper: Callable) -> Callable:
     """torchao's pass for one convolution function, run only where the graph holds that
-    convolution (a pattern of an absent one matches nothing)."""
+    convolution (a pattern of an absent one matches nothing); run always for a function that
+    is not an aten op's namesake."""
 
     @functools.wraps(helper)
-    def run(graph: torch.fx.GraphModule, conv: Callable, *args: Any, **kwargs: Any):
+    def run(
+        graph: torch.fx.GraphModule, conv: Callable, *args: Any, **kwargs: Any
+    ) -> torch.fx.GraphModule:
+        op = getattr(torch.ops.aten, getattr(conv, "__name__", ""), None)
         ops = {getattr(node.target, "_overloadpacket", node.target) for node in graph.graph.nodes}
-        if getattr(torch.ops.aten, conv.__name__) not in ops:
+        if op is not None and op not in ops:
             return graph
         return helper(graph, conv, *args, **kwargs)
 
