@@ -87,14 +87,17 @@ def write_twins(folder: Path, levels: np.ndarray, stem: str = "") -> dict[str, P
 
 
 def write_digit_pictures(folder: Path, count: int) -> Path:
-    """The digits' first ``count`` test images as 8-bit grey PNGs (their 0-16 levels scaled)."""
+    """The digits' first ``count`` test images as 8-bit grey PNGs (ink bright on dark, their
+    0-16 levels rounded to 0-255), named in order with their label: ``000_7.png``."""
     from mobilenet_lab.data.digits import DigitsDataModule
 
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     datamodule = DigitsDataModule()
     datamodule.setup("test")
-    for i, image in enumerate(datamodule.splits["test"].tensors[0][:count, 0].numpy()):
-        Image.fromarray((image * 255 // 16).astype("uint8")).save(folder / f"{i}.png")
+    images, labels = datamodule.splits["test"].tensors
+    for i, image in enumerate(images[:count, 0].numpy()):
+        pixels = np.round(image.astype(np.float32) * 255 / 16).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i:03d}_{labels[i]}.png")
     return folder
 
 

@@ -26,7 +26,7 @@ from mobilenet_lab.runs.errors import ConfigError, Refused
 from mobilenet_lab.runs.files import RUN_CONFIG_KEY
 from mobilenet_lab.train import train
 from tests.conftest import compose_cfg, run_cli, test_split_accuracy
-from tests.data_files import read_csv, write_twins
+from tests.data_files import read_csv, write_digit_pictures, write_twins
 
 TINY = ["debug=limit", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
         "~callbacks.model_summary", "model.alpha=0.25", "data.image_size=32"]  # fmt: skip
@@ -54,18 +54,9 @@ def exported(learned_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 
 
 @pytest.fixture(scope="module")
-def digit_pngs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.Tensor]:
-    """The first 20 digits test images as 8-bit grey PNGs (ink bright on dark, 0-16 -> 0-255)."""
-    from mobilenet_lab.data.digits import DigitsDataModule
-
-    folder = tmp_path_factory.mktemp("pngs")
-    data = DigitsDataModule()
-    data.setup("test")
-    images, labels = data.splits["test"].tensors
-    for i, image in enumerate(images[:20, 0].numpy()):
-        pixels = np.round(image.astype(np.float32) * 255 / 16).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"{i:03d}_{labels[i]}.png")
-    return folder, labels[:20]
+def digit_pngs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 20 digits test images as 8-bit grey PNGs."""
+    return write_digit_pictures(tmp_path_factory.mktemp("pngs"), 20)
 
 
 def test_checkpoints_carry_class_names_and_normalisation(digits_run: Path) -> None:
@@ -160,9 +151,9 @@ def test_int8_min_ratio_outside_0_1_is_refused(
 
 
 def test_a_png_of_a_digit_reads_as_the_same_image_in_the_data_set(
-    digits_run: Path, digit_pngs: tuple[Path, torch.Tensor]
+    digits_run: Path, digit_pngs: Path
 ) -> None:
-    folder, _ = digit_pngs
+    folder = digit_pngs
     model = TorchModel(str(digits_run), "averaged", "cpu")
     from_files = torch.stack([model.preprocessing.load(str(p)) for p in sorted(folder.iterdir())])
     from mobilenet_lab.data.digits import DigitsDataModule
@@ -175,10 +166,8 @@ def test_a_png_of_a_digit_reads_as_the_same_image_in_the_data_set(
     assert (model.logits(from_files) - model.logits(from_data)).abs().max() < 0.1
 
 
-def test_onnx_export_gives_the_checkpoints_logits(
-    exported: dict, digit_pngs: tuple[Path, torch.Tensor]
-) -> None:
-    folder, _ = digit_pngs
+def test_onnx_export_gives_the_checkpoints_logits(exported: dict, digit_pngs: Path) -> None:
+    folder = digit_pngs
     torch_model = TorchModel(str(exported["ckpt"]), "averaged", "cpu")
     onnx_model = OnnxModel(str(exported["dir"] / "model.onnx"))
     assert onnx_model.preprocessing == torch_model.preprocessing
@@ -187,9 +176,9 @@ def test_onnx_export_gives_the_checkpoints_logits(
 
 
 def test_predict_writes_top_k_labels_and_skips_unreadable_files(
-    exported: dict, digit_pngs: tuple[Path, torch.Tensor], tmp_path: Path, capsys
+    exported: dict, digit_pngs: Path, tmp_path: Path, capsys
 ) -> None:
-    folder, _ = digit_pngs
+    folder = digit_pngs
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     for png in sorted(folder.iterdir())[:3]:
@@ -223,11 +212,11 @@ def test_predict_writes_top_k_labels_and_skips_unreadable_files(
 
 @pytest.mark.parametrize("source", ["ckpt", "onnx"])
 def test_16_bit_and_float_digits_predict_as_their_8_bit_twins(
-    exported: dict, digit_pngs: tuple[Path, torch.Tensor], tmp_path: Path, source: str
+    exported: dict, digit_pngs: Path, tmp_path: Path, source: str
 ) -> None:
     """convert("L") clipped 16-bit digits to 0/255 (4 of 6 predicted wrong at ~0.9 confidence)
     and float ones to 0/1: each twin now gets its 8-bit file's prediction, to the digit."""
-    folder, _ = digit_pngs
+    folder = digit_pngs
     for png in sorted(folder.iterdir())[:6]:
         write_twins(tmp_path / "in", np.asarray(Image.open(png)), stem=f"{png.stem}.")
     ckpt = exported["ckpt"] if source == "ckpt" else exported["dir"] / "model.onnx"
@@ -243,11 +232,11 @@ def test_16_bit_and_float_digits_predict_as_their_8_bit_twins(
 
 
 def test_predict_lists_each_skipped_file_with_its_reason(
-    digits_run: Path, digit_pngs: tuple[Path, torch.Tensor], tmp_path: Path, capsys
+    digits_run: Path, digit_pngs: Path, tmp_path: Path, capsys
 ) -> None:
     """Readable files are predicted (exit 0); the others go to skipped.csv and the console,
     each with its reason: not an image, over the pixel limit, a mode that is not read."""
-    folder, _ = digit_pngs
+    folder = digit_pngs
     mixed = tmp_path / "in"
     mixed.mkdir()
     for png in sorted(folder.iterdir())[:2]:  # 8 x 8 digits: 64 pixels
@@ -275,7 +264,7 @@ def test_predict_lists_each_skipped_file_with_its_reason(
 
 
 def test_top_k_is_capped_at_the_class_count(digits_run: Path, digit_pngs, tmp_path: Path) -> None:
-    folder, _ = digit_pngs
+    folder = digit_pngs
     cfg = compose_cfg("predict", [f"ckpt_path={digits_run}", f"input={folder}/000_*.png",
                                   "top_k=50"], tmp_path)  # fmt: skip
     (row,) = predict(cfg)
@@ -292,7 +281,7 @@ def test_checkpoints_without_class_names_predict_indices(
     torch.save(checkpoint, named := tmp_path / "named.ckpt")
     del checkpoint[RUN_CONFIG_KEY]["class_names"]
     torch.save(checkpoint, old := tmp_path / "old.ckpt")
-    folder, _ = digit_pngs
+    folder = digit_pngs
     rows = [predict(compose_cfg("predict", [f"ckpt_path={ckpt}", f"input={folder}/001_*.png"],
                                 tmp_path / ckpt.stem))[0] for ckpt in (named, old)]  # fmt: skip
     assert "labels are class indices" in capsys.readouterr().out
@@ -335,7 +324,7 @@ def test_bad_predict_input_is_refused(
     torch.save({"state_dict": {}}, tmp_path / "not_kit.ckpt")
     torch.onnx.export(torch.nn.Linear(2, 2), (torch.zeros(1, 2),), tmp_path / "plain.onnx",
                       dynamo=False)  # fmt: skip
-    base = [f"ckpt_path={digits_run}", f"input={digit_pngs[0]}"]
+    base = [f"ckpt_path={digits_run}", f"input={digit_pngs}"]
     cfg = compose_cfg("predict", base + [o.format(tmp=tmp_path) for o in overrides], tmp_path / "r")
     with pytest.raises(ConfigError, match=message):
         check_predict_config(cfg)
@@ -512,7 +501,7 @@ def test_cli_export_then_predict_from_the_onnx(
                     *FAST_EXPORT)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"Wrote {out}" in done.stdout
-    done = run_main("src/predict.py", f"ckpt_path={out}", f"input={digit_pngs[0]}", logs)
+    done = run_main("src/predict.py", f"ckpt_path={out}", f"input={digit_pngs}", logs)
     assert done.returncode == 0, done.stderr[-2000:]
     (csv_path,) = tmp_path.glob("predict/runs/*/predictions.csv")
     assert len(read_csv(csv_path)) == 20
