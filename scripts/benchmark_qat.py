@@ -205,10 +205,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     record = {"v1_images_per_s": throughput, "format": args.format, "results": results,
               "weight_sqnr_db": sqnr}  # fmt: skip
-    results_path, picture = (
-        args.out / f"results_{args.format}.json",
-        args.out / f"qat_{args.format}.png",
-    )
+    results_path = args.out / f"results_{args.format}.json"
+    picture = args.out / f"qat_{args.format}.png"
     results_path.write_text(json.dumps(record, indent=2) + "\n")
     plot(results, picture, throughput, args.format)
     print(f"Wrote {results_path} and {picture}")
