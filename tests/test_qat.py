@@ -6,6 +6,7 @@ settings are one line before any run folder."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from torch import nn
 
 from mobilenet_lab.deploy.formats import FORMATS
 from mobilenet_lab.deploy.loading import eval_batches, load_network
+from mobilenet_lab.deploy.pt2e import _as_pytorch_computes
 from mobilenet_lab.jobs.startup_checks import check_export_config, check_train_config
 from mobilenet_lab.runs.checkpoint import load_checkpoint
 from mobilenet_lab.runs.errors import ConfigError, Refused
@@ -273,7 +275,10 @@ def test_the_converted_graph_computes_what_the_qat_network_trained(monkeypatch) 
     with torch.no_grad():
         trained = qat.eval()(images)
         converted = qat.converted(fold_quantize=True)
-    torch.testing.assert_close(converted(images), trained, rtol=0, atol=1e-5)
+        # the network as computed with float biases: what PyTorch's int8 graph computes (the
+        # runtimes' int32 rounding of the biases is the network's alone, tested below)
+        float_biases = _as_pytorch_computes(copy.deepcopy(qat.graph))(images)
+    torch.testing.assert_close(converted(images), float_biases, rtol=0, atol=1e-5)
     per_channel_weights = [
         node for node in converted.graph.nodes if "dequantize_per_channel" in str(node.target)
     ]
@@ -292,8 +297,71 @@ def test_the_converted_graph_computes_what_the_qat_network_trained(monkeypatch) 
     again = FORMATS["executorch"].qat_network(Residual(), torch.zeros(2, 1, 8, 8), True)
     again.load_state_dict(qat.state_dict())
     with torch.no_grad():
-        torch.testing.assert_close(again.converted(True)(images), trained, rtol=0, atol=1e-5)
+        torch.testing.assert_close(again.converted(True)(images), float_biases, rtol=0, atol=1e-5)
+        torch.testing.assert_close(again.eval()(images), trained, rtol=0, atol=1e-5)
     assert len(exports) == 1
+
+
+def _step(outputs: torch.Tensor) -> float:
+    """The int8 step of fake-quantized ``outputs``: the smallest gap between their values."""
+    return float(outputs.unique().diff().min())
+
+
+@pytest.mark.parametrize("file_format", ["executorch", "tflite"])
+@pytest.mark.parametrize("pooled", [False, True])
+def test_the_qat_network_computes_as_its_int8_file_output_for_output(
+    file_format: str, pooled: bool, tmp_path: Path
+) -> None:
+    # XNNPACK (under both runtimes) holds a bias in int32 at steps of input x weight scale and
+    # averages int8 values exactly (a 2 x 2 average is a tie on a quarter of its outputs):
+    # PyTorch's int8 graph, computing both in float, puts some outputs a step off the file, the
+    # network none
+    from mobilenet_lab.deploy.preprocessing import RESIZE_WHOLE, Preprocessing
+
+    torch.manual_seed(0)
+
+    def norm(channels: int) -> nn.BatchNorm2d:
+        norm = nn.BatchNorm2d(channels)
+        with torch.no_grad():  # a trained layer's: biases worth rounding
+            norm.running_mean.uniform_(-1, 1), norm.running_var.uniform_(0.5, 2)
+            norm.weight.uniform_(0.5, 2), norm.bias.uniform_(-1, 1)
+        return norm
+
+    class Block(nn.Module):  # conv + BatchNorm, depthwise + BatchNorm, a sum, conv with a bias
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False), norm(16),
+                                      nn.ReLU())  # fmt: skip
+            self.depthwise = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, groups=16), norm(16))
+            self.pointwise = nn.Conv2d(16, 16, 1)
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            features = self.stem(images)
+            features = self.pointwise(features + self.depthwise(features))
+            if pooled:  # the two averages of timm's and this kit's networks
+                pool = nn.functional.adaptive_avg_pool2d(features, 1)
+                return pool + features.mean((2, 3), keepdim=True)
+            return features
+
+    size, count = (2, 256) if pooled else (8, 64)
+    fmt = FORMATS[file_format]
+    qat = fmt.qat_network(Block(), torch.zeros(2, 1, size, size), True)
+    qat.train()(torch.randn(32, 1, size, size))
+    qat.freeze_observers()
+    qat.freeze_bn()
+    images = torch.randn(count, 1, size, size)
+    prep = Preprocessing(RESIZE_WHOLE, size, 1, (0.5,), (0.25,), None, alpha=1.0)
+    fmt.write_qat(qat, prep, images[:1], path := tmp_path / f"model{fmt.suffix}")
+    with torch.no_grad():
+        network, graph = qat.eval()(images), qat.converted(fmt.fold_quantize)(images)
+    outputs = fmt.open(str(path)).logits(images).reshape(network.shape)
+    step = _step(network)
+
+    def steps_off(computed: torch.Tensor) -> int:
+        return int(((computed - outputs).abs() > step / 2).sum())
+
+    assert steps_off(network) == 0
+    assert steps_off(graph) > 10  # of 4096 or 65536 outputs: what the network adds matters
 
 
 def test_torchaos_conv_batchnorm_passes_run_only_for_the_convolutions_the_graph_holds() -> None:

@@ -18,6 +18,8 @@ from torch import Tensor, nn
 # The quantizer of a format's runtime: (per_channel, qat) -> a PT2E ``Quantizer``
 QuantizerFactory = Callable[[bool, bool], Any]
 BATCH_NORM, DROPOUT = torch.ops.aten.batch_norm.default, torch.ops.aten.dropout.default
+WEIGHTED = (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)
+MEAN, POOL = torch.ops.aten.mean.dim, torch.ops.aten.adaptive_avg_pool2d.default
 TRAINING_ARGUMENT = {BATCH_NORM: 5, DROPOUT: 2}  # where each op takes its ``training`` flag
 
 
@@ -115,6 +117,7 @@ class QatNetwork(nn.Module):
         net = net.train().to(memory_format=torch.contiguous_format)
         graph = torch.export.export(net, (example.contiguous(),), dynamic_shapes=({0: batch},))
         self.graph = prepare_qat_pt2e(graph.module(), self.quantizer)
+        _compute_as_runtimes(self.graph)
         self._size_scales(example.contiguous())
         self.register_buffer("observers_frozen", torch.tensor(False))
         self.register_buffer("bn_frozen", torch.tensor(False))
@@ -167,7 +170,138 @@ class QatNetwork(nn.Module):
     def converted(self, fold_quantize: bool) -> nn.Module:
         """The int8 graph (quantize / dequantize pairs with the learned scales) the runtime's
         lowering takes, as the post-training path gives it; this network is left as it is."""
-        return _converted(copy.deepcopy(self.graph), fold_quantize)
+        return _converted(_as_pytorch_computes(copy.deepcopy(self.graph)), fold_quantize)
+
+
+def runtime_bias_rounding(
+    output: Tensor,
+    input_scale: Tensor,
+    weight_scale: Tensor,
+    bias: Tensor | None,
+    *norm: Any,
+) -> Tensor:
+    """``output`` of a convolution or linear layer whose bias (BatchNorm folded in: ``norm``,
+    its weight, bias, running mean and variance and eps) is rounded as the int8 runtimes hold
+    it: int32 at steps of input scale x weight scale (XNNPACK, LiteRT and ONNX Runtime alike).
+    Added straight through: the gradient is the float layer's."""
+    if norm:
+        weight, shift, mean, variance, eps = norm  # weight and shift None: affine=False
+        bias = mean.new_zeros(mean.shape) if bias is None else bias.reshape(-1)
+        scale = torch.rsqrt(variance + eps) * (1 if weight is None else weight)
+        bias = (bias - mean) * scale + (0 if shift is None else shift)
+    steps = (input_scale * weight_scale).detach()
+    rounding = (torch.round(bias.detach() / steps) * steps - bias.detach()).reshape(-1)
+    return output + rounding.view(1, -1, *[1] * (output.dim() - 2)).to(output.dtype)
+
+
+def runtime_mean_rounding(
+    output: Tensor,
+    input_scale: Tensor,
+    input_zero_point: Tensor,
+    output_scale: Tensor,
+    output_zero_point: Tensor,
+    inputs: Tensor,
+) -> Tensor:
+    """``output``, the global average of fake-quantized ``inputs``, as XNNPACK computes it:
+    the stored int8 values' exact mean (a float32 sum of integers is exact), requantized and
+    rounded once, half to even. Averaged in float, an exact tie (2 x 2 pooling: a quarter of
+    the outputs) fell either way. Added straight through."""
+    stored = torch.round(inputs.detach().float() / input_scale) + input_zero_point  # not bf16
+    mean = stored.mean((-2, -1), keepdim=True).reshape(output.shape)
+    ratio = input_scale / output_scale
+    rounded = torch.round(mean * ratio + (output_zero_point - input_zero_point * ratio))
+    exact = ((rounded - output_zero_point) * output_scale).to(output.dtype)
+    return output + (exact - output.detach())
+
+
+RUNTIME_ARITHMETIC = (runtime_bias_rounding, runtime_mean_rounding)
+
+
+def _compute_as_runtimes(graph: torch.fx.GraphModule) -> None:
+    """The fake-quantized graph made to compute as the int8 runtimes do where PyTorch's float
+    emulation parts from them: each convolution or linear layer's bias (its own, or its
+    BatchNorm's) rounded to int32 (``runtime_bias_rounding``, after BatchNorm where torchao's
+    QAT pattern keeps one), and a global average of int8 values rounded once from the exact
+    integer mean (``runtime_mean_rounding``). Without them the files parted from their network
+    where an output lay near a rounding edge: a timm V3-small's ``.tflite`` gave its network's
+    class on 98.9% of the test images (measured in docs/deployment.md)."""
+    from torchao.quantization.pt2e import FakeQuantizeBase
+
+    def fake_quantized(node: Any) -> bool:  # (a shared one is named once in named_modules)
+        return node.op == "call_module" and isinstance(
+            graph.get_submodule(node.target), FakeQuantizeBase
+        )
+
+    def insert_after(node: Any, function: Callable, attributes: list[str], *extra: Any) -> None:
+        """``function(node, *<the fake quantizers' attributes>, *extra)`` in place of ``node``."""
+        with graph.graph.inserting_after(node):
+            computed = graph.graph.call_function(function)
+        with graph.graph.inserting_before(computed):
+            held = [graph.graph.get_attr(attribute) for attribute in attributes]
+        node.replace_all_uses_with(computed)
+        computed.args = (node, *held, *extra)
+
+    for node in list(graph.graph.nodes):
+        if (
+            node.target in WEIGHTED
+            and fake_quantized(node.args[0])
+            and fake_quantized(node.args[1])
+        ):
+            scales = [f"{quantized.target}.scale" for quantized in node.args[:2]]
+            norm, bias_add = _batch_norm_after(node)
+            if norm is not None:
+                bias = bias_add.args[1] if bias_add is not None else None
+                insert_after(norm, runtime_bias_rounding, scales, bias, *norm.args[1:5],
+                             norm.args[7])  # fmt: skip
+            elif len(node.args) > 2 and node.args[2] is not None:
+                insert_after(node, runtime_bias_rounding, scales, node.args[2])
+        elif _is_global_average(node) and fake_quantized(node.args[0]):
+            (user,) = node.users if len(node.users) == 1 else (None,)
+            if user is not None and fake_quantized(user):
+                grids = [f"{quantized.target}.{attribute}" for quantized in (node.args[0], user)
+                         for attribute in ("scale", "zero_point")]  # fmt: skip
+                insert_after(node, runtime_mean_rounding, grids, node.args[0])
+    graph.recompile()
+
+
+def _is_global_average(node: Any) -> bool:
+    """Adaptive pooling to 1 x 1, or a mean over the spatial axes of an image batch that keeps
+    them (timm's squeeze-and-excite): the int8 averages XNNPACK takes. (Without ``keepdim``
+    ExecuTorch leaves the mean to its portable kernel, which averages in float.)"""
+    if node.target is POOL:
+        return list(node.args[1]) == [1, 1]
+    value = node.meta.get("val")
+    if node.target is not MEAN or value is None or len(node.args) < 3 or not node.args[2]:
+        return False
+    return value.dim() == 4 and sorted(axis % 4 for axis in node.args[1]) == [2, 3]
+
+
+def _batch_norm_after(layer: Any) -> tuple[Any, Any]:
+    """torchao's QAT conv + BatchNorm pattern after ``layer``: conv -> div (the weight's
+    BatchNorm scale undone) -> [add the conv's bias] -> batch_norm; the batch_norm node and the
+    bias add (or None), or (None, None) where the layer has no BatchNorm."""
+    (user,) = layer.users if len(layer.users) == 1 else (None,)
+    if user is None or user.target is not torch.ops.aten.div.Tensor or len(user.users) != 1:
+        return None, None
+    (following,) = user.users
+    if following.target is torch.ops.aten.add.Tensor and len(following.users) == 1:
+        (norm,) = following.users
+        return (norm, following) if norm.target is BATCH_NORM else (None, None)
+    return (following, None) if following.target is BATCH_NORM else (None, None)
+
+
+def _as_pytorch_computes(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """``graph`` without what ``_compute_as_runtimes`` added: the converted graph holds the
+    float biases and averages, which the runtime's lowering turns into its own arithmetic."""
+    for node in [n for n in graph.graph.nodes if n.target in RUNTIME_ARITHMETIC]:
+        arguments = node.args
+        node.replace_all_uses_with(arguments[0])
+        graph.graph.erase_node(node)
+        for held in arguments[1:]:  # the fake quantizers' attributes it alone read
+            if getattr(held, "op", None) == "get_attr" and not held.users:
+                graph.graph.erase_node(held)
+    graph.recompile()
+    return graph
 
 
 def _lighten_torchao_passes() -> None:
