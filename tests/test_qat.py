@@ -275,8 +275,8 @@ def test_the_converted_graph_computes_what_the_qat_network_trained(monkeypatch) 
     with torch.no_grad():
         trained = qat.eval()(images)
         converted = qat.converted(fold_quantize=True)
-        # the network as computed with float biases: what PyTorch's int8 graph computes (the
-        # runtimes' int32 rounding of the biases is the network's alone, tested below)
+        # the network as computed with float biases and averages: what PyTorch's int8 graph
+        # computes (the runtimes' rounding of both is the network's alone, tested below)
         float_biases = _as_pytorch_computes(copy.deepcopy(qat.graph))(images)
     torch.testing.assert_close(converted(images), float_biases, rtol=0, atol=1e-5)
     per_channel_weights = [

@@ -20,6 +20,7 @@ QuantizerFactory = Callable[[bool, bool], Any]
 BATCH_NORM, DROPOUT = torch.ops.aten.batch_norm.default, torch.ops.aten.dropout.default
 WEIGHTED = (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)
 MEAN, POOL = torch.ops.aten.mean.dim, torch.ops.aten.adaptive_avg_pool2d.default
+DIV, ADD = torch.ops.aten.div.Tensor, torch.ops.aten.add.Tensor
 TRAINING_ARGUMENT = {BATCH_NORM: 5, DROPOUT: 2}  # where each op takes its ``training`` flag
 
 
@@ -190,7 +191,7 @@ def runtime_bias_rounding(
         scale = torch.rsqrt(variance + eps) * (1 if weight is None else weight)
         bias = (bias - mean) * scale + (0 if shift is None else shift)
     steps = (input_scale * weight_scale).detach()
-    rounding = (torch.round(bias.detach() / steps) * steps - bias.detach()).reshape(-1)
+    rounding = torch.round(bias.detach() / steps) * steps - bias.detach()
     return output + rounding.view(1, -1, *[1] * (output.dim() - 2)).to(output.dtype)
 
 
@@ -256,7 +257,7 @@ def _compute_as_runtimes(graph: torch.fx.GraphModule) -> None:
             elif len(node.args) > 2 and node.args[2] is not None:
                 insert_after(node, runtime_bias_rounding, scales, node.args[2])
         elif _is_global_average(node) and fake_quantized(node.args[0]):
-            (user,) = node.users if len(node.users) == 1 else (None,)
+            user = _only_user(node)
             if user is not None and fake_quantized(user):
                 grids = [f"{quantized.target}.{attribute}" for quantized in (node.args[0], user)
                          for attribute in ("scale", "zero_point")]  # fmt: skip
@@ -280,14 +281,16 @@ def _batch_norm_after(layer: Any) -> tuple[Any, Any]:
     """torchao's QAT conv + BatchNorm pattern after ``layer``: conv -> div (the weight's
     BatchNorm scale undone) -> [add the conv's bias] -> batch_norm; the batch_norm node and the
     bias add (or None), or (None, None) where the layer has no BatchNorm."""
-    (user,) = layer.users if len(layer.users) == 1 else (None,)
-    if user is None or user.target is not torch.ops.aten.div.Tensor or len(user.users) != 1:
-        return None, None
-    (following,) = user.users
-    if following.target is torch.ops.aten.add.Tensor and len(following.users) == 1:
-        (norm,) = following.users
-        return (norm, following) if norm.target is BATCH_NORM else (None, None)
-    return (following, None) if following.target is BATCH_NORM else (None, None)
+    div = _only_user(layer)
+    following = _only_user(div) if div is not None and div.target is DIV else None
+    bias_add = following if following is not None and following.target is ADD else None
+    norm = _only_user(bias_add) if bias_add is not None else following
+    return (norm, bias_add) if norm is not None and norm.target is BATCH_NORM else (None, None)
+
+
+def _only_user(node: Any) -> Any:
+    """The one node that takes ``node``'s output, or None."""
+    return next(iter(node.users)) if len(node.users) == 1 else None
 
 
 def _as_pytorch_computes(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
